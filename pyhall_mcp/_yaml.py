@@ -1,0 +1,145 @@
+"""Strict loading of configuration documents (YAML and JSON).
+
+``yaml.safe_load`` blocks ``!!python`` tags but not alias bombs, duplicate keys
+(the last silently wins) or YAML 1.1 surprises. This loader refuses anchors and
+aliases, duplicate and non-string keys, and oversize files, and reports every
+problem with the file and line.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+from yaml.nodes import MappingNode, Node
+
+from .errors import ConfigError
+
+MAX_DOCUMENT_BYTES = 1 << 20  # 1 MiB: far above any real rule or record file
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader without anchors, aliases, duplicate keys or non-string keys."""
+
+    def compose_node(self, parent: Node | None, index: object) -> Node | None:  # type: ignore[override]
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent):
+            raise yaml.constructor.ConstructorError(
+                None, None, "aliases are not allowed", event.start_mark
+            )
+        anchor = getattr(event, "anchor", None)
+        if anchor is not None:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"anchors are not allowed (&{anchor})", event.start_mark
+            )
+        return super().compose_node(parent, index)  # type: ignore[arg-type]
+
+    def construct_mapping(self, node: MappingNode, deep: bool = False) -> dict[Any, Any]:  # type: ignore[override]
+        seen: set[str] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                raise yaml.constructor.ConstructorError(
+                    None, None, "merge keys (<<) are not allowed", key_node.start_mark
+                )
+            key = self.construct_object(key_node, deep=True)
+            if not isinstance(key, str):
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"keys must be strings, got {key!r}", key_node.start_mark
+                )
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _reject_unknown_tag(loader: yaml.SafeLoader, suffix: str, node: Node) -> Any:
+    raise yaml.constructor.ConstructorError(
+        None, None, f"tag {node.tag} is not allowed", node.start_mark
+    )
+
+
+# YAML 1.2 booleans only: "NO", "off" and "yes" stay strings instead of turning
+# into booleans behind the author's back.
+_StrictLoader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_StrictLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+
+
+_StrictLoader.add_multi_constructor("!", _reject_unknown_tag)
+_StrictLoader.add_multi_constructor("tag:yaml.org,2002:python", _reject_unknown_tag)
+
+
+def loads_yaml(text: str, *, source: str = "<string>") -> Any:
+    """Parse YAML text strictly; a problem is a ``ConfigError`` naming the line."""
+    if len(text.encode("utf-8", "surrogatepass")) > MAX_DOCUMENT_BYTES:
+        raise ConfigError(
+            f"document is larger than {MAX_DOCUMENT_BYTES} bytes",
+            file=source,
+            fix="split it into several files",
+        )
+    try:
+        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - strict SafeLoader subclass
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = f"line {mark.line + 1}" if mark is not None else None
+        problem = exc.problem or exc.context or "invalid YAML"
+        raise ConfigError(
+            problem, file=source, location=line, fix="correct the YAML at that line"
+        ) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"invalid YAML: {exc}", file=source) from None
+
+
+def loads_json(text: str, *, source: str = "<string>") -> Any:
+    """Parse JSON text; duplicate keys are refused like in YAML."""
+
+    def no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in pairs:
+            if key in out:
+                raise ValueError(f"duplicate key {key!r}")
+            out[key] = value
+        return out
+
+    if len(text) > MAX_DOCUMENT_BYTES:
+        raise ConfigError(f"document is larger than {MAX_DOCUMENT_BYTES} bytes", file=source)
+    try:
+        return json.loads(text, object_pairs_hook=no_duplicates)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(
+            exc.msg, file=source, location=f"line {exc.lineno}", fix="correct the JSON"
+        ) from None
+    except (ValueError, RecursionError) as exc:
+        raise ConfigError(str(exc) or "document nests too deeply", file=source) from None
+
+
+def load_document(path: str | Path) -> Any:
+    """Load a ``.json``, ``.yaml`` or ``.yml`` file strictly."""
+    path = Path(path)
+    source = str(path)
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot read file: {exc.strerror}", file=source, fix="check the path"
+        ) from None
+    if size > MAX_DOCUMENT_BYTES:
+        raise ConfigError(
+            f"file is larger than {MAX_DOCUMENT_BYTES} bytes", file=source, fix="split it"
+        )
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError("file is not UTF-8 text", file=source) from None
+    if path.suffix.lower() == ".json":
+        return loads_json(text, source=source)
+    return loads_yaml(text, source=source)
