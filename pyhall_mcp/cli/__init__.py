@@ -1,0 +1,95 @@
+"""``pyhall``: the operator's command line.
+
+Each command group is a module of this package with a ``register(commands)``
+function that adds its parsers; a command is a function ``(args) -> int``.
+Errors never show a traceback: configuration errors name the file, the place
+and the fix.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from ..errors import ConfigError, PyhallError
+from ._common import EXIT_CODES, EXIT_CONFIG, EXIT_INTERNAL, EXIT_USAGE, CommandFailed, emit_error
+
+__all__ = ["main"]
+
+#: Command modules, in the order ``pyhall --help`` lists them.
+_COMMAND_MODULES = (
+    "init",
+    "route",
+    "call",
+    "demo",
+    "validate",
+    "status",
+    "enroll",
+    "scaffold",
+    "policy",
+    "tenant",
+    "attest",
+    "audit",
+    "approvals",
+    "traces",
+    "conformance",
+    "catalog",
+    "config",
+    "version",
+)
+
+
+def _epilog() -> str:
+    rows = "\n".join(f"  {code:>3}  {meaning}" for code, meaning in EXIT_CODES.items())
+    return f"exit codes:\n{rows}\n\nEvery command that acts on a hall takes --hall DIR (default: $PYHALL_HALL, else the bundled demo hall)."
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pyhall",
+        description="Manage and probe a pyhall-mcp hall: a governed set of workers served over MCP.",
+        epilog=_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in _COMMAND_MODULES:
+        try:
+            module = importlib.import_module(f"{__name__}.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"{__name__}.{name}":
+                raise
+            continue  # command group not built yet
+        module.register(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
+        return int(exc.code or 0)
+    if not getattr(args, "func", None):
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    try:
+        return int(args.func(args) or 0)
+    except CommandFailed as exc:
+        emit_error(args, exc.message, code=exc.exit_code, details=exc.details)
+        return exc.exit_code
+    except ConfigError as exc:
+        emit_error(args, exc.describe(), code=EXIT_CONFIG, details=exc.as_dict())
+        return EXIT_CONFIG
+    except PyhallError as exc:
+        emit_error(args, str(exc), code=EXIT_INTERNAL)
+        return EXIT_INTERNAL
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+def entrypoint() -> None:  # pragma: no cover - console script shim
+    sys.exit(main())

@@ -1,0 +1,90 @@
+"""Helpers shared by every command: --hall, --json, output and exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+EXIT_OK = 0
+EXIT_NO = 1  # the answer is no: denied, invalid, does not verify
+EXIT_USAGE = 2
+EXIT_CONFIG = 3  # the hall or a file it names is invalid or missing
+EXIT_INTERNAL = 4
+
+EXIT_CODES = {
+    EXIT_OK: "success",
+    EXIT_NO: "the answer is no: a denial, a failed check, a record that does not verify",
+    EXIT_USAGE: "usage error: unknown command or bad arguments",
+    EXIT_CONFIG: "configuration error: the hall or a file it names is invalid (message names file and fix)",
+    EXIT_INTERNAL: "internal error",
+}
+
+
+class CommandFailed(Exception):
+    """Raise from a command to stop with a message and an exit code."""
+
+    def __init__(self, message: str, exit_code: int = EXIT_NO, details: Any = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.exit_code = exit_code
+        self.details = details
+
+
+def add_hall_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--hall",
+        metavar="DIR",
+        default=None,
+        help="hall directory (default: $PYHALL_HALL, else the bundled demo hall)",
+    )
+
+
+def add_json_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="machine-readable JSON output")
+
+
+def hall_dir(args: argparse.Namespace) -> Path:
+    from ..layout import default_hall_dir
+
+    chosen = getattr(args, "hall", None)
+    return Path(chosen).expanduser().resolve() if chosen else default_hall_dir()
+
+
+def emit(args: argparse.Namespace, data: Any, text: str | None = None) -> None:
+    """Print ``data`` as JSON with --json, else ``text`` (or a readable rendering)."""
+    if getattr(args, "json", False):
+        sys.stdout.write(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+    else:
+        sys.stdout.write((text if text is not None else _render(data)) + "\n")
+    sys.stdout.flush()
+
+
+def emit_error(args: argparse.Namespace, message: str, *, code: int, details: Any = None) -> None:
+    if getattr(args, "json", False):
+        payload = {"ok": False, "exit_code": code, "error": message}
+        if details is not None:
+            payload["details"] = details
+        sys.stdout.write(json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")
+    sys.stderr.write(f"pyhall: error: {message}\n")
+
+
+def _render(data: Any, indent: int = 0) -> str:
+    pad = "  " * indent
+    if isinstance(data, dict):
+        lines = []
+        for key, value in data.items():
+            if isinstance(value, (dict, list)) and value:
+                lines.append(f"{pad}{key}:")
+                lines.append(_render(value, indent + 1))
+            else:
+                lines.append(f"{pad}{key}: {value}")
+        return "\n".join(lines)
+    if isinstance(data, list):
+        return "\n".join(
+            f"{pad}- {item}" if not isinstance(item, (dict, list)) else _render(item, indent)
+            for item in data
+        )
+    return f"{pad}{data}"
