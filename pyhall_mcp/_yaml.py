@@ -87,7 +87,7 @@ def loads_yaml(text: str, *, source: str = "<string>") -> Any:
             fix="split it into several files",
         )
     try:
-        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - strict SafeLoader subclass
+        return yaml.load(text, Loader=_StrictLoader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = f"line {mark.line + 1}" if mark is not None else None

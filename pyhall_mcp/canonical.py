@@ -31,10 +31,15 @@ def _is_plain(value: Any) -> bool:
     if kind is dict:
         # RFC 8785 sorts keys by UTF-16 code units; Python by code points. They
         # agree unless a key holds a character outside the BMP.
-        return all(
-            type(k) is str and (k.isascii() or all(ord(c) < 0x10000 for c in k)) and _is_plain(v)
-            for k, v in value.items()
-        )
+        for k, v in value.items():
+            if type(k) is not str or not (k.isascii() or all(ord(c) < 0x10000 for c in k)):
+                return False
+            kind = type(v)
+            if kind is str or kind is bool or v is None:
+                continue
+            if not _is_plain(v):
+                return False
+        return True
     if kind is list or kind is tuple:
         return all(_is_plain(v) for v in value)
     return False

@@ -22,7 +22,13 @@ from .canonical import canonical_json
 from .errors import PyhallError
 from .signing import SigningKey, b64decode, pae
 
-__all__ = ["CREDENTIAL_TYPE", "CredentialError", "TenantCredential", "issue_credential", "verify_credential"]
+__all__ = [
+    "CREDENTIAL_TYPE",
+    "CredentialError",
+    "TenantCredential",
+    "issue_credential",
+    "verify_credential",
+]
 
 CREDENTIAL_TYPE = "application/vnd.pyhall.tenant-credential+json"
 _MAX_TOKEN = 4096
@@ -110,4 +116,6 @@ def verify_credential(
         raise CredentialError("credential has expired")
     if current < issued - 300:  # five minutes of clock skew
         raise CredentialError("credential is not yet valid")
-    return TenantCredential(tenant_id=tenant_id, key_id=key_id, issued_at=issued, expires_at=expires)
+    return TenantCredential(
+        tenant_id=tenant_id, key_id=key_id, issued_at=issued, expires_at=expires
+    )

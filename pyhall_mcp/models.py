@@ -88,12 +88,13 @@ class CandidateWorker(BaseModel):
 class Escalation(BaseModel):
     """Escalation of the matched rule (``decision.escalation``)."""
 
-    model_config = ConfigDict(extra="forbid")
+    # Frozen: a rule's compiled escalation is shared by every decision it makes.
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     policy_gate: StrictBool = False
     msavx_step_up: StrictBool = False
     human_required_default: StrictBool = False
-    human_required_if: list[dict[str, Any]] = Field(default_factory=list)
+    human_required_if: tuple[dict[str, Any], ...] = ()
     rationale: str | None = None
     supervisor_level: SupervisorLevel | None = None
 
@@ -101,7 +102,7 @@ class Escalation(BaseModel):
 class PreconditionsChecked(BaseModel):
     """Preconditions of the matched rule, as applied."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     must_have_correlation_id: StrictBool = True
     must_attach_policy_version: StrictBool = True
@@ -131,6 +132,8 @@ class HallConfig(BaseModel):
     enforce_policy_gate: StrictBool = False
     #: Blast gate threshold in prod/edge (spec: >= 85 needs a human).
     blast_gate_threshold: int = Field(default=85, ge=0, le=100)
+    #: How long a held decision waits for a person before it expires.
+    approval_ttl_s: int = Field(default=900, gt=0, le=7 * 24 * 3600)
 
 
 class RouteDecision(BaseModel):

@@ -310,7 +310,9 @@ def sign_envelope(key: SigningKey, payload_type: str, payload: bytes) -> dict[st
     return {
         "payloadType": payload_type,
         "payload": b64encode(payload),
-        "signatures": [{"keyid": key.key_id, "sig": b64encode(key.sign(pae(payload_type, payload)))}],
+        "signatures": [
+            {"keyid": key.key_id, "sig": b64encode(key.sign(pae(payload_type, payload)))}
+        ],
     }
 
 

@@ -43,13 +43,16 @@ _COMMAND_MODULES = (
 
 def _epilog() -> str:
     rows = "\n".join(f"  {code:>3}  {meaning}" for code, meaning in EXIT_CODES.items())
-    return f"exit codes:\n{rows}\n\nEvery command that acts on a hall takes --hall DIR (default: $PYHALL_HALL, else the bundled demo hall)."
+    return (
+        f"exit codes:\n{rows}\n\nEvery command that acts on a hall takes --hall DIR "
+        "(default: $PYHALL_HALL, else the bundled demo hall)."
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pyhall",
-        description="Manage and probe a pyhall-mcp hall: a governed set of workers served over MCP.",
+        description="Manage and probe a pyhall-mcp hall: governed workers served over MCP.",
         epilog=_epilog(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

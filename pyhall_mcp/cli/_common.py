@@ -18,7 +18,7 @@ EXIT_CODES = {
     EXIT_OK: "success",
     EXIT_NO: "the answer is no: a denial, a failed check, a record that does not verify",
     EXIT_USAGE: "usage error: unknown command or bad arguments",
-    EXIT_CONFIG: "configuration error: the hall or a file it names is invalid (message names file and fix)",
+    EXIT_CONFIG: "configuration error: the hall or a file it names is invalid (file and fix named)",
     EXIT_INTERNAL: "internal error",
 }
 

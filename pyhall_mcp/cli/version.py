@@ -9,7 +9,9 @@ from ._common import add_json_arg, emit
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    parser = commands.add_parser("version", help="print versions of pyhall-mcp, WCP and the MCP SDK")
+    parser = commands.add_parser(
+        "version", help="print versions of pyhall-mcp, WCP and the MCP SDK"
+    )
     add_json_arg(parser)
     parser.set_defaults(func=run)
 
@@ -29,5 +31,9 @@ def run(args: argparse.Namespace) -> int:
         "mcp_sdk": sdk,
         "python": platform.python_version(),
     }
-    emit(args, data, f"pyhall-mcp {__version__} (WCP {__wcp_version__}, mcp {sdk}, Python {data['python']})")
+    emit(
+        args,
+        data,
+        f"pyhall-mcp {__version__} (WCP {__wcp_version__}, mcp {sdk}, Python {data['python']})",
+    )
     return 0

@@ -1,0 +1,532 @@
+"""Worker enrollment records and the registry that answers the router (spec section 7).
+
+A record is a worker's WCP enrollment plus what the gateway needs to serve it
+as an MCP tool: the tool definition, the worker's default data label, how it
+runs and its timeout. A bad record is quarantined with a message naming its
+file and field; the good ones keep serving.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import sys
+import unicodedata
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from ._yaml import load_document
+from .errors import ConfigError, RegistryError
+from .models import DataLabel, Env
+from .rules import canonical_control
+
+__all__ = [
+    "BlastRadius",
+    "PrivilegeEnvelope",
+    "Registry",
+    "ToolSpec",
+    "WorkerRecord",
+    "check_identifier",
+    "worker_blast_score",
+]
+
+_ID = re.compile(r"^[a-z0-9-]+(\.[a-z0-9-]+){1,3}$")
+_LEGACY_ID = re.compile(r"^[a-z0-9_-]+(\.[a-z0-9_-]+){1,5}$")
+_TOOL_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+_RECORD_FILES = ("worker.yaml", "worker.yml", "registry_record.json")
+_REVERSIBILITY_SCORE = {"reversible": 0, "partially-reversible": 3, "irreversible": 5}
+_ALL_ENVS: tuple[Env, ...] = ("dev", "stage", "prod", "edge")
+
+
+def check_identifier(value: str) -> str | None:
+    """None when ``value`` is a conforming WCP id, else a warning (legacy ids pass)."""
+    if len(value) <= 64 and _ID.match(value):
+        return None
+    if _LEGACY_ID.match(value):
+        return f"{value!r} is a legacy id (underscores or more than 4 segments); accepted"
+    return f"{value!r} is not a WCP identifier (2-4 dot-separated lowercase segments)"
+
+
+def _hidden_characters(text: str) -> list[str]:
+    """Invisible or bidirectional-control characters (tool poisoning hides instructions in them)."""
+    return sorted(
+        {
+            f"U+{ord(c):04X}"
+            for c in text
+            if unicodedata.category(c) in ("Cf", "Co", "Cs")
+            or (unicodedata.category(c) == "Cc" and c not in "\n\t")
+        }
+    )
+
+
+class ToolSpec(BaseModel):
+    """The MCP tool a worker is served as."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    title: str | None = Field(default=None, max_length=200)
+    description: str = Field(min_length=1, max_length=4000)
+    input_schema: dict[str, Any]
+    output_schema: dict[str, Any] | None = None
+    annotations: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not _TOOL_NAME.match(value):
+            raise ValueError("tool names are 1-64 characters of A-Z a-z 0-9 _ . -")
+        return value
+
+    @field_validator("title", "description")
+    @classmethod
+    def _visible(cls, value: str | None) -> str | None:
+        if value and (hidden := _hidden_characters(value)):
+            raise ValueError(f"contains invisible or bidi control characters {', '.join(hidden)}")
+        return value
+
+    @field_validator("input_schema", "output_schema")
+    @classmethod
+    def _object_schema(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is None:
+            return value
+        if value.get("type") != "object":
+            raise ValueError('must be a JSON Schema with "type": "object"')
+        from jsonschema import Draft202012Validator, SchemaError
+
+        try:
+            Draft202012Validator.check_schema(value)
+        except SchemaError as exc:
+            raise ValueError(f"is not a valid JSON Schema: {exc.message}") from None
+        return value
+
+    @field_validator("annotations")
+    @classmethod
+    def _annotations(cls, value: dict[str, Any]) -> dict[str, Any]:
+        allowed = {"title", "readOnlyHint", "destructiveHint", "idempotentHint", "openWorldHint"}
+        unknown = set(value) - allowed
+        if unknown:
+            raise ValueError(f"unknown annotation(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
+        return value
+
+
+class BlastRadius(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    data: int = Field(default=0, ge=0, le=5)
+    network: int = Field(default=0, ge=0, le=5)
+    financial: int = Field(default=0, ge=0, le=5)
+    time: int = Field(default=0, ge=0, le=5)
+    reversibility: Literal["reversible", "partially-reversible", "irreversible"] = "reversible"
+
+    def score(self) -> int:
+        """The five dimensions (0..5 each) scaled to 0..100."""
+        total = self.data + self.network + self.financial + self.time
+        return (total + _REVERSIBILITY_SCORE[self.reversibility]) * 4
+
+
+def worker_blast_score(dimensions: Mapping[str, Any] | None) -> int:
+    """Score a blast-radius mapping; an invalid one scores the maximum (fail closed)."""
+    if not dimensions:
+        return 0
+    try:
+        return BlastRadius.model_validate(dict(dimensions)).score()
+    except ValidationError:
+        return 100
+
+
+class PrivilegeEnvelope(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    secrets_access: tuple[str, ...] = ()
+    #: "none", or the hosts the worker may reach.
+    network_egress: Literal["none"] | tuple[str, ...] = "none"
+    filesystem_reads: tuple[str, ...] = ()
+    filesystem_writes: tuple[str, ...] = ()
+    tools: tuple[str, ...] = ()
+
+
+class WorkerRecord(BaseModel):
+    """One enrolled worker: its WCP record and how the gateway serves it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    worker_id: str = Field(min_length=3, max_length=128)
+    worker_species_id: str = Field(min_length=3, max_length=128)
+    version: str = "0.0.0"
+    capabilities: tuple[str, ...] = Field(min_length=1)
+    risk_tier: Literal["low", "medium", "high", "critical"] = "medium"
+    idempotency: str | None = None
+    determinism: str | None = None
+    required_controls: tuple[str, ...] = ()
+    currently_implements: tuple[str, ...] = ()
+    allowed_environments: tuple[Env, ...] = _ALL_ENVS
+    blast_radius: BlastRadius | None = None
+    privilege_envelope: PrivilegeEnvelope | None = None
+    owner: str | None = None
+    contact: str | None = None
+    notes: str | None = None
+    catalog_version_min: str | None = None
+    artifact_hash: str | None = None
+    attestation: dict[str, Any] | None = None
+    # What the gateway adds.
+    data_label: DataLabel = "PUBLIC"
+    tool: ToolSpec | None = None
+    runner: dict[str, Any] | None = None
+    timeout_s: float = Field(default=30.0, gt=0, le=3600)
+
+    @field_validator("worker_id", "worker_species_id")
+    @classmethod
+    def _printable(cls, value: str) -> str:
+        if not value.isprintable() or " " in value:
+            raise ValueError("must be printable with no spaces")
+        return value
+
+    @field_validator("required_controls", "currently_implements")
+    @classmethod
+    def _controls(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for control in value:
+            if not _LEGACY_ID.match(control) or not control.startswith("ctrl."):
+                raise ValueError(f"{control!r} is not a control id (ctrl.<area>.<name>)")
+        return value
+
+    @model_validator(mode="after")
+    def _runner_needs_tool(self) -> WorkerRecord:
+        if self.runner is not None and self.tool is None:
+            raise ValueError("a worker with a runner must declare its `tool`")
+        return self
+
+    @property
+    def controls(self) -> frozenset[str]:
+        return frozenset(canonical_control(c) for c in self.currently_implements)
+
+    @property
+    def namespace(self) -> str | None:
+        """``org.<name>`` / ``x.<name>``: where trust is attributed (never ``wrk.``)."""
+        parts = self.worker_id.split(".")
+        return ".".join(parts[:2]) if parts[0] in ("org", "x") and len(parts) >= 2 else None
+
+    def warnings(self) -> list[str]:
+        found = [
+            w
+            for w in (check_identifier(self.worker_id), check_identifier(self.worker_species_id))
+            if w
+        ]
+        if self.namespace is None:
+            found.append(f"worker_id {self.worker_id!r} is not under org.<name> or x.<name>")
+        return found
+
+
+def _validation_problem(exc: ValidationError, source: str) -> RegistryError:
+    first = exc.errors()[0]
+    field = ".".join(str(p) for p in first["loc"]) or "(record)"
+    message = first["msg"].removeprefix("Value error, ")
+    return RegistryError(
+        message,
+        file=source,
+        location=field,
+        fix="correct the field (see spec section 7 for the record format)",
+    )
+
+
+class Registry:
+    """Enrolled workers, looked up by id, species, capability and tool name.
+
+    Compatible with the reference ``pyhall.Registry``; unlike it, controls are
+    per worker, ``allowed_environments`` and ``blast_radius`` are used in
+    routing, and the privilege check is real.
+    """
+
+    def __init__(self, registry_dir: str | Path | None = None) -> None:
+        self._records: dict[str, WorkerRecord] = {}
+        self._sources: dict[str, str] = {}
+        self._dirs: dict[str, Path] = {}
+        self._by_species: dict[str, tuple[WorkerRecord, ...]] = {}
+        self._by_tool: dict[str, WorkerRecord] = {}
+        self._extra_controls: frozenset[str] = frozenset()
+        self._available_override: frozenset[str] | None = None
+        self._egress_allowlist: dict[str, tuple[str, ...]] = {}
+        self._attested: dict[str, tuple[str, Callable[[], str | None]]] = {}
+        self.problems: list[RegistryError] = []
+        if registry_dir is not None:
+            self.load_dir(registry_dir)
+
+    # -- loading ---------------------------------------------------------------
+    @classmethod
+    def load(cls, workers_dir: str | Path) -> Registry:
+        registry = cls()
+        registry.load_dir(workers_dir)
+        return registry
+
+    def load_dir(self, workers_dir: str | Path) -> None:
+        """Enroll every record below ``workers_dir``; quarantine bad ones in ``problems``."""
+        root = Path(workers_dir)
+        if not root.is_dir():
+            raise RegistryError(
+                "workers directory not found",
+                file=str(root),
+                fix="create it or point --hall at a hall directory",
+            )
+        files = sorted(root.glob("*.json"))
+        for child in sorted(p for p in root.iterdir() if p.is_dir()):
+            found = [child / name for name in _RECORD_FILES if (child / name).is_file()]
+            if len(found) > 1:
+                self._quarantine(
+                    RegistryError(
+                        "more than one record file",
+                        file=str(child),
+                        fix=f"keep one of {', '.join(p.name for p in found)}",
+                    )
+                )
+            files.extend(found[:1])
+        for path in files:
+            try:
+                self.enroll(load_document(path), source=str(path), base_dir=path.parent)
+            except ConfigError as exc:
+                self._quarantine(
+                    exc
+                    if isinstance(exc, RegistryError)
+                    else RegistryError(
+                        exc.message, file=exc.file, location=exc.location, fix=exc.fix
+                    )
+                )
+        self._reindex()
+
+    def _quarantine(self, problem: RegistryError) -> None:
+        self.problems.append(problem)
+        print(f"pyhall: worker quarantined: {problem.describe()}", file=sys.stderr)
+
+    def enroll(
+        self,
+        record: Mapping[str, Any] | WorkerRecord,
+        *,
+        source: str | None = None,
+        base_dir: str | Path | None = None,
+    ) -> WorkerRecord:
+        """Validate and add one record; raises ``RegistryError`` naming the field."""
+        source = source or "<record>"
+        if isinstance(record, WorkerRecord):
+            parsed = record
+        else:
+            if not isinstance(record, Mapping):
+                raise RegistryError("a record must be a mapping", file=source)
+            try:
+                parsed = WorkerRecord.model_validate(dict(record))
+            except ValidationError as exc:
+                raise _validation_problem(exc, source) from None
+        if parsed.worker_id in self._records and self._sources.get(parsed.worker_id) != source:
+            raise RegistryError(
+                f"worker_id {parsed.worker_id!r} is already enrolled from "
+                f"{self._sources[parsed.worker_id]}",
+                file=source,
+                location="worker_id",
+                fix="give each worker a unique worker_id",
+            )
+        if parsed.tool is not None:
+            other = self._by_tool.get(parsed.tool.name)
+            if other is not None and other.worker_id != parsed.worker_id:
+                # Tool shadowing: neither worker gets the name.
+                raise RegistryError(
+                    f"tool name {parsed.tool.name!r} is already served by {other.worker_id}",
+                    file=source,
+                    location="tool.name",
+                    fix="give each tool a unique name",
+                )
+        self._records[parsed.worker_id] = parsed
+        self._sources[parsed.worker_id] = source
+        if base_dir is not None:
+            self._dirs[parsed.worker_id] = Path(base_dir).resolve()
+        self._reindex()
+        return parsed
+
+    def remove(self, worker_id: str) -> None:
+        self._records.pop(worker_id, None)
+        self._sources.pop(worker_id, None)
+        self._dirs.pop(worker_id, None)
+        self._attested.pop(worker_id, None)
+        self._reindex()
+
+    def _reindex(self) -> None:
+        species: dict[str, list[WorkerRecord]] = {}
+        tools: dict[str, WorkerRecord] = {}
+        for worker_id in sorted(self._records):
+            record = self._records[worker_id]
+            species.setdefault(record.worker_species_id, []).append(record)
+            if record.tool is not None:
+                tools[record.tool.name] = record
+        self._by_species = {k: tuple(v) for k, v in species.items()}
+        self._by_tool = tools
+
+    # -- lookups ---------------------------------------------------------------
+    @property
+    def records(self) -> list[WorkerRecord]:
+        return [self._records[k] for k in sorted(self._records)]
+
+    def get(self, worker_id: str) -> WorkerRecord | None:
+        return self._records.get(worker_id)
+
+    def source_of(self, worker_id: str) -> str | None:
+        return self._sources.get(worker_id)
+
+    def directory_of(self, worker_id: str) -> Path | None:
+        return self._dirs.get(worker_id)
+
+    def by_tool(self, name: str) -> WorkerRecord | None:
+        return self._by_tool.get(name)
+
+    def of_species(self, species_id: str) -> tuple[WorkerRecord, ...]:
+        return self._by_species.get(species_id, ())
+
+    def by_capability(self, capability_id: str) -> list[WorkerRecord]:
+        return [r for r in self.records if capability_id in r.capabilities]
+
+    def workers_for_capability(self, capability_id: str) -> list[str]:
+        """Species serving ``capability_id`` (reference API)."""
+        return sorted({r.worker_species_id for r in self.by_capability(capability_id)})
+
+    def enrolled_workers(self) -> list[dict[str, Any]]:
+        return [r.model_dump(exclude_none=True) for r in self.records]
+
+    def enrolled_count(self) -> int:
+        return len(self._records)
+
+    # -- controls (per worker) -------------------------------------------------------
+    def controls_of(self, record: WorkerRecord) -> frozenset[str]:
+        return record.controls | self._extra_controls
+
+    def controls_present(self) -> set[str]:
+        """Every control some worker implements (reference API; routing uses per-worker sets)."""
+        pooled = set(self._extra_controls)
+        for record in self._records.values():
+            pooled |= record.controls
+        return pooled
+
+    def set_controls_present(self, controls: Iterable[str]) -> None:
+        """Controls the hall provides to every worker (replaces the previous set)."""
+        self._extra_controls = frozenset(
+            canonical_control(c) for c in controls if str(c).startswith("ctrl.")
+        )
+
+    def add_controls_present(self, controls: Iterable[str]) -> None:
+        self._extra_controls = self._extra_controls | {
+            canonical_control(c) for c in controls if str(c).startswith("ctrl.")
+        }
+
+    # -- availability ----------------------------------------------------------------
+    def set_workers_available(self, worker_species_ids: Iterable[str]) -> None:
+        """Restrict availability to these species (reference API)."""
+        self._available_override = frozenset(worker_species_ids)
+
+    def is_available(self, record: WorkerRecord) -> bool:
+        override = self._available_override
+        return override is None or record.worker_species_id in override
+
+    def worker_available(self, worker_species_id: str) -> bool:
+        return any(self.is_available(r) for r in self.of_species(worker_species_id))
+
+    # -- privilege envelopes ---------------------------------------------------------
+    def get_privilege_envelope(self, worker_species_id: str) -> dict[str, Any] | None:
+        for record in self.of_species(worker_species_id):
+            if record.privilege_envelope is not None:
+                return record.privilege_envelope.model_dump()
+        return None
+
+    def set_egress_allowlist(self, env: str, allowlist: Iterable[str]) -> None:
+        self._egress_allowlist[env] = tuple(allowlist)
+
+    def policy_allows_privilege(
+        self, env: str, data_label: str, envelope: Mapping[str, Any] | None
+    ) -> tuple[bool, str]:
+        """Whether a privilege envelope may run in ``env`` with ``data_label`` data.
+
+        In prod and edge, a worker touching RESTRICTED data may hold no secrets
+        and reach only hosts on the environment's egress allowlist. Anywhere, a
+        worker with no envelope at all is refused: undeclared privileges are
+        unbounded privileges.
+        """
+        if envelope is None:
+            return False, "no_privilege_envelope_declared"
+        try:
+            parsed = PrivilegeEnvelope.model_validate(dict(envelope))
+        except (ValidationError, TypeError, ValueError):
+            return False, "privilege_envelope_invalid"
+        if env in ("prod", "edge") and data_label == "RESTRICTED":
+            if parsed.secrets_access:
+                return False, "secrets_access_not_allowed_for_restricted_data"
+            if parsed.network_egress != "none":
+                allowed = set(self._egress_allowlist.get(env, ()))
+                outside = sorted(set(parsed.network_egress) - allowed)
+                if outside:
+                    return False, f"egress_not_allowlisted:{outside[0]}"
+        return True, "privilege_envelope_ok"
+
+    # -- attestation -----------------------------------------------------------------
+    def set_attestation(
+        self, worker_id: str, registered: str, current: Callable[[], str | None]
+    ) -> None:
+        """Attest a worker: its verified digest, and a cheap way to read its current one."""
+        self._attested[worker_id] = (registered, current)
+
+    def attestation_of(self, worker_id: str) -> tuple[str, Callable[[], str | None]] | None:
+        return self._attested.get(worker_id)
+
+    def register_attestation(self, species_id: str, source_file: str | Path) -> str:
+        """Reference API: snapshot the hash of one source file for every worker of a species."""
+        path = Path(source_file)
+        digest = _hash_file(path)
+        if digest is None:
+            raise RegistryError("worker source file cannot be read", file=str(path))
+        workers = self.of_species(species_id)
+        if not workers:
+            raise RegistryError(f"no enrolled worker of species {species_id!r}")
+        for record in workers:
+            self._attested[record.worker_id] = (digest, lambda p=path: _hash_file(p))
+        return digest
+
+    def get_worker_hash(self, species_id: str) -> str | None:
+        for record in self.of_species(species_id):
+            if record.worker_id in self._attested:
+                return self._attested[record.worker_id][0]
+        return None
+
+    def compute_current_hash(self, species_id: str) -> str | None:
+        for record in self.of_species(species_id):
+            if record.worker_id in self._attested:
+                return self._attested[record.worker_id][1]()
+        return None
+
+    def attestation_callables(
+        self,
+    ) -> tuple[Callable[[str], str | None], Callable[[str], str | None]]:
+        return self.get_worker_hash, self.compute_current_hash
+
+    # -- introspection ---------------------------------------------------------------
+    def summary(self) -> dict[str, Any]:
+        return {
+            "enrolled_workers": len(self._records),
+            "available_species": sorted(
+                {r.worker_species_id for r in self._records.values() if self.is_available(r)}
+            ),
+            "controls_present_count": len(self.controls_present()),
+            "controls_present": sorted(self.controls_present()),
+            "capabilities_mapped": sorted(
+                {c for r in self._records.values() for c in r.capabilities}
+            ),
+            "tools": sorted(self._by_tool),
+            "quarantined": [p.describe() for p in self.problems],
+        }
+
+
+def _hash_file(path: Path) -> str | None:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
+def is_sha256_hex(value: object) -> bool:
+    return isinstance(value, str) and bool(_HEX64.match(value))
