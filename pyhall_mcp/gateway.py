@@ -1,0 +1,367 @@
+"""``pyhall-mcp``: the MCP server that serves a hall's workers as governed tools.
+
+Built on the official SDK's low-level ``Server`` (both protocol eras on one
+stdio process). It translates MCP to ``Hall.call`` and back and holds no
+governance of its own: a denial is a tool error result the model can read (or
+a JSON-RPC error with ``--deny-mode jsonrpc``), an unknown tool is -32602,
+and no exception text ever reaches the client. stdout is the protocol;
+everything else goes to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import sys
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+import mcp.types as types
+from mcp import MCPError
+from mcp.server import NotificationOptions, Server, ServerRequestContext
+from mcp.server.subscriptions import InMemorySubscriptionBus, ListenHandler, ToolsListChanged
+
+from . import __version__
+from .errors import ConfigError, PyhallError
+from .hall import META_GOVERNANCE, CallOutcome, Hall, overrides_from_environ
+
+__all__ = ["DENIED_CODE", "HELD_CODE", "Gateway", "build_server", "main"]
+
+#: JSON-RPC error codes of ``--deny-mode jsonrpc`` (outside the SDK's -32000..-32099).
+DENIED_CODE = -31001
+HELD_CODE = -31002
+INVALID_PARAMS = -32602
+
+_INSTRUCTIONS = (
+    "Every tool here is governed by a WCP hall: each call is routed, checked against "
+    "policy and receipted before it runs. A denied call returns isError with a deny_code; "
+    "do not retry it unchanged. A held call needs a person's approval first."
+)
+
+
+def _fingerprint(root: Path) -> tuple[tuple[str, int, int], ...]:
+    """Cheap change detection for the workers directory (no file reads)."""
+    entries = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = [d for d in dirnames if d not in ("__pycache__", ".git")]
+        for name in filenames:
+            path = os.path.join(dirpath, name)
+            try:
+                stat = os.stat(path)
+            except OSError:
+                continue
+            entries.append((path, stat.st_mtime_ns, stat.st_size))
+    return tuple(sorted(entries))
+
+
+class Gateway:
+    """The hall behind the MCP server; swapped whole when its workers change on disk."""
+
+    def __init__(self, hall: Hall, *, overrides: dict[str, Any] | None = None) -> None:
+        self.hall = hall
+        self.overrides = overrides or {}
+        self.bus = InMemorySubscriptionBus()
+        self._session: Any = None  # the latest handshake-era session, for list_changed
+        self._tools: types.ListToolsResult | None = None
+
+    # -- MCP handlers ---------------------------------------------------------------
+    async def list_tools(
+        self, ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
+    ) -> types.ListToolsResult:
+        self._remember(ctx)
+        if self._tools is None:
+            self._tools = types.ListToolsResult(tools=[_tool(r) for r in self.hall.tools()])
+        return self._tools
+
+    async def call_tool(
+        self, ctx: ServerRequestContext[Any], params: types.CallToolRequestParams
+    ) -> types.CallToolResult:
+        self._remember(ctx)
+        meta = dict(params.meta or {})
+
+        async def progress(value: float, total: float | None, message: str | None) -> None:
+            await ctx.session.report_progress(value, total, message)
+
+        outcome = await self.hall.call(params.name, params.arguments, meta=meta, progress=progress)
+        return self._answer(outcome)
+
+    def _answer(self, outcome: CallOutcome) -> types.CallToolResult:
+        gov = {META_GOVERNANCE: outcome.governance}
+        if outcome.status == "unknown_tool":
+            raise MCPError(INVALID_PARAMS, outcome.message, data=outcome.governance)
+        if outcome.status in ("denied", "held") and self.hall.settings.deny_mode == "jsonrpc":
+            code = HELD_CODE if outcome.status == "held" else DENIED_CODE
+            raise MCPError(code, outcome.message, data=outcome.governance)
+        if outcome.status == "allowed" and outcome.value is not None:
+            return types.CallToolResult(
+                content=[types.TextContent(type="text", text=json.dumps(outcome.value))],
+                structured_content=outcome.value,
+                _meta=gov,
+            )
+        structured: dict[str, Any] | None = None
+        if outcome.status in ("denied", "held", "dry_run"):
+            structured = _denial_summary(outcome)
+        elif outcome.status == "invalid_arguments":
+            structured = {"invalid_arguments": True, "errors": outcome.errors}
+        text = outcome.message
+        if outcome.errors and outcome.status == "invalid_arguments":
+            text += " " + "; ".join(outcome.errors)
+        return types.CallToolResult(
+            content=[types.TextContent(type="text", text=text)],
+            structured_content=structured,
+            # Only a worker's own output is a success: a dry run produced none (and an
+            # SDK client checks every success against the tool's output schema).
+            is_error=True,
+            _meta=gov,
+        )
+
+    def _remember(self, ctx: ServerRequestContext[Any]) -> None:
+        self._session = ctx.session
+
+    # -- reload ------------------------------------------------------------------------
+    async def watch(self, interval_s: float) -> None:
+        """Reload the hall when its workers change; a bad reload keeps the old set."""
+        root = self.hall.layout.workers_dir
+        seen = await anyio.to_thread.run_sync(_fingerprint, root)
+        while True:
+            await anyio.sleep(interval_s)
+            current = await anyio.to_thread.run_sync(_fingerprint, root)
+            if current == seen:
+                continue
+            seen = current
+            await self.reload()
+
+    async def reload(self) -> bool:
+        old = self.hall
+        try:
+            new = await anyio.to_thread.run_sync(
+                lambda: Hall.load(
+                    old.layout.root, overrides=self.overrides, state_dir=old.layout.state_dir
+                )
+            )
+        except ConfigError as exc:
+            sys.stderr.write(
+                f"pyhall-mcp: reload refused, keeping the previous workers: {exc.describe()}\n"
+            )
+            return False
+        new.audit = old.audit
+        self.hall = new
+        self._tools = None
+        sys.stderr.write(f"pyhall-mcp: reloaded {len(new.served)} tools\n")
+        await self.notify_tools_changed()
+        return True
+
+    async def notify_tools_changed(self) -> None:
+        await self.bus.publish(ToolsListChanged())
+        session = self._session
+        if session is not None:
+            # The client may be gone; there is nobody to tell then.
+            with contextlib.suppress(Exception):
+                await session.send_tool_list_changed()
+
+
+def _tool(record: Any) -> types.Tool:
+    spec = record.tool
+    annotations = spec.annotations
+    return types.Tool(
+        name=spec.name,
+        title=spec.title,
+        description=spec.description,
+        input_schema=spec.input_schema,
+        output_schema=spec.output_schema,
+        annotations=types.ToolAnnotations(
+            title=annotations.get("title"),
+            read_only_hint=annotations.get("readOnlyHint"),
+            destructive_hint=annotations.get("destructiveHint"),
+            idempotent_hint=annotations.get("idempotentHint"),
+            open_world_hint=annotations.get("openWorldHint"),
+        )
+        if annotations
+        else None,
+    )
+
+
+def _denial_summary(outcome: CallOutcome) -> dict[str, Any]:
+    gov = outcome.governance
+    summary = {
+        "denied": outcome.status != "dry_run",
+        "deny_code": gov.get("deny_code") or (gov.get("deny_reason_if_denied") or {}).get("code"),
+        "deny_message": (gov.get("deny_reason_if_denied") or {}).get("message"),
+        "decision_id": gov.get("decision_id"),
+        "correlation_id": gov.get("correlation_id"),
+        "matched_rule_id": gov.get("matched_rule_id"),
+        "policy_version": gov.get("policy_version"),
+        "receipt_id": gov.get("receipt_id"),
+    }
+    if outcome.status == "held":
+        summary.update(
+            held=True,
+            pending_approval_id=gov.get("pending_approval_id"),
+            approval_expires_at=gov.get("approval_expires_at"),
+            supervisor_level=gov.get("supervisor_level"),
+        )
+    if outcome.status == "dry_run":
+        summary.update(dry_run=True, would_run=gov.get("worker_id"))
+    return summary
+
+
+def build_server(gateway: Gateway, *, watch: bool = True) -> Server[Any]:
+    """The SDK server for ``gateway``; its lifespan opens the audit log and watches for reloads."""
+
+    @asynccontextmanager
+    async def lifespan(_: Server[Any]) -> AsyncIterator[dict[str, Any]]:
+        hall = gateway.hall
+        await anyio.to_thread.run_sync(hall.open_audit)
+        async with anyio.create_task_group() as tasks:
+            interval = hall.settings.reload_interval_s
+            if watch and interval > 0:
+                tasks.start_soon(gateway.watch, interval)
+            try:
+                yield {"gateway": gateway}
+            finally:
+                tasks.cancel_scope.cancel()
+                with anyio.CancelScope(shield=True):
+                    await gateway.hall.aclose()
+
+    return Server(
+        "pyhall-mcp",
+        version=__version__,
+        title="pyhall-mcp governance gateway",
+        instructions=_INSTRUCTIONS,
+        lifespan=lifespan,
+        on_list_tools=gateway.list_tools,
+        on_call_tool=gateway.call_tool,
+        on_subscriptions_listen=ListenHandler(gateway.bus),
+    )
+
+
+async def serve_stdio(gateway: Gateway) -> None:
+    from mcp.server.stdio import stdio_server
+
+    server = build_server(gateway)
+    async with stdio_server() as (read, write):
+        await server.run(
+            read,
+            write,
+            server.create_initialization_options(NotificationOptions(tools_changed=True)),
+        )
+
+
+# -- command line ---------------------------------------------------------------------------
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pyhall-mcp",
+        description="Serve a hall's workers as governed MCP tools over stdio.",
+        epilog="Every option can also be set with a PYHALL_* environment variable "
+        "(PYHALL_HALL, PYHALL_ENV, PYHALL_TENANT, PYHALL_TENANT_RISK, PYHALL_QOS, "
+        "PYHALL_DATA_LABEL, PYHALL_DENY_MODE, PYHALL_TENANT_CREDENTIAL, PYHALL_STATE_DIR, "
+        "PYHALL_<FLOOR> such as PYHALL_REQUIRE_WORKER_ATTESTATION=false).",
+    )
+    parser.add_argument(
+        "--hall",
+        metavar="DIR",
+        help="hall directory (default: $PYHALL_HALL, else the bundled demo hall)",
+    )
+    parser.add_argument("--env", choices=["dev", "stage", "prod", "edge"])
+    parser.add_argument("--tenant", dest="tenant_id", metavar="ID")
+    parser.add_argument("--tenant-risk", choices=["low", "medium", "high"])
+    parser.add_argument("--qos", dest="qos_class", choices=["P0", "P1", "P2", "P3"])
+    parser.add_argument("--data-label", choices=["PUBLIC", "INTERNAL", "RESTRICTED"])
+    parser.add_argument("--deny-mode", choices=["result", "jsonrpc"])
+    parser.add_argument("--events", choices=["stderr", "off"], help="WCP events as JSON lines")
+    parser.add_argument(
+        "--state-dir",
+        metavar="DIR",
+        help="receipts, keys and approvals (default: DIR/.pyhall or $PYHALL_STATE_DIR)",
+    )
+    parser.add_argument(
+        "--floor",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="override a hall floor, e.g. require_worker_attestation=false",
+    )
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="load and validate the hall, print a summary to stderr, exit",
+    )
+    parser.add_argument("--version", action="version", version=f"pyhall-mcp {__version__}")
+    return parser
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    out = overrides_from_environ()
+    for key in (
+        "env",
+        "tenant_id",
+        "tenant_risk",
+        "qos_class",
+        "data_label",
+        "deny_mode",
+        "events",
+    ):
+        value = getattr(args, key)
+        if value is not None:
+            out[key] = value
+    floors = dict(out.get("floors", {}))
+    for item in args.floor:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(
+                f"--floor {item!r}: expected NAME=VALUE",
+                fix="e.g. --floor require_worker_attestation=false",
+            )
+        lowered = value.strip().lower()
+        floors[name.strip()] = (
+            lowered in ("1", "true", "yes", "on")
+            if lowered in ("1", "true", "yes", "on", "0", "false", "no", "off")
+            else [v for v in value.split(",") if v]
+            if name.strip() == "allowed_tenants"
+            else value
+        )
+    if floors:
+        out["floors"] = floors
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from .layout import default_hall_dir
+
+    root = Path(args.hall).expanduser() if args.hall else default_hall_dir()
+    try:
+        overrides = _overrides(args)
+        hall = Hall.load(root, overrides=overrides, state_dir=args.state_dir)
+        if args.check:
+            sys.stderr.write(
+                f"pyhall-mcp: hall {hall.layout.root} OK: {len(hall.served)} "
+                f"tools, env {hall.settings.env}, tenant {hall.settings.tenant_id}\n"
+            )
+            return 0
+        hall.open_audit()  # before serving: a hall that cannot receipt does not start
+    except ConfigError as exc:
+        sys.stderr.write(f"pyhall-mcp: refusing to start: {exc.describe()}\n")
+        return 3
+    except PyhallError as exc:
+        sys.stderr.write(f"pyhall-mcp: refusing to start: {exc}\n")
+        return 3
+    try:
+        anyio.run(serve_stdio, Gateway(hall, overrides=overrides))
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # the last line of defence: say what, not how
+        sys.stderr.write(f"pyhall-mcp: stopped: {type(exc).__name__}\n")
+        return 4
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,824 @@
+"""A hall: one directory of configuration, assembled into something that decides and runs.
+
+``Hall.load`` reads ``hall.yaml`` (plus the operator's launch overrides), the
+rules, the workers, the policies and the trusted keys, and refuses to start
+on anything invalid with a message naming the file, the field and the fix.
+``Hall.call`` is the one path a tool call takes: validate the arguments
+against the worker's pinned schema, build the RouteInput from the operator's
+settings (never from the model's arguments), decide, make the decision
+receipt durable, run the worker, receipt the outcome. The gateway and the
+CLI sit on top and hold no governance logic of their own.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import anyio
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from . import telemetry
+from ._yaml import load_document
+from .canonical import canonical_json, digest
+from .errors import AttestationError, ConfigError, PyhallError, RegistryError
+from .layout import HallLayout
+from .models import (
+    DATA_LABEL_ORDER,
+    DataLabel,
+    Env,
+    HallConfig,
+    QoSClass,
+    RouteDecision,
+    RouteInput,
+    TenantRisk,
+)
+from .registry import Registry, WorkerRecord
+from .router import make_decision
+from .rules import RuleSet, load_rule_set
+from .signing import Keyring
+
+if TYPE_CHECKING:
+    from .audit import ReceiptLog
+    from .policy import PolicyEngine
+    from .runners import ProgressFn, Runner, WorkerResult
+
+__all__ = [
+    "META_CORRELATION_ID",
+    "META_DATA_LABEL",
+    "META_DRY_RUN",
+    "META_GOVERNANCE",
+    "CallOutcome",
+    "Hall",
+    "HallSettings",
+    "load_hall",
+    "overrides_from_environ",
+]
+
+#: ``_meta`` keys a client may send with a call, and the key of the governance record.
+META_CORRELATION_ID = "dev.pyhall/correlation_id"
+META_DRY_RUN = "dev.pyhall/dry_run"
+META_DATA_LABEL = "dev.pyhall/data_label"
+META_GOVERNANCE = "dev.pyhall/governance"
+
+_RULE_SUFFIXES = (".yaml", ".yml", ".json")
+_MAX_ERRORS = 5
+
+OutcomeStatus = Literal[
+    "allowed", "denied", "held", "dry_run", "invalid_arguments", "unknown_tool", "internal_error"
+]
+
+
+class AuditSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    checkpoint_every: int = Field(default=1000, gt=0)
+    checkpoint_interval_s: float = Field(default=30.0, gt=0)
+
+
+class LimitSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    max_argument_bytes: int = Field(default=256 * 1024, gt=0)
+    max_result_bytes: int = Field(default=1024 * 1024, gt=0)
+
+
+class HallSettings(BaseModel):
+    """``hall.yaml``: who this gateway serves, with which floors, from where."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = "hall"
+    description: str | None = None
+    env: Env = "dev"
+    tenant_id: str = Field(default="default", min_length=1, max_length=256)
+    tenant_risk: TenantRisk = "low"
+    qos_class: QoSClass = "P2"
+    data_label: DataLabel = "PUBLIC"
+    #: The operator's tenant credential (normally given at launch, not in the file).
+    tenant_credential: str | None = None
+    floors: HallConfig = Field(default_factory=lambda: HallConfig(enforce_policy_gate=True))
+    rules: list[str] = Field(default_factory=lambda: ["rules"])
+    workspace: str | None = "workspace"
+    deny_mode: Literal["result", "jsonrpc"] = "result"
+    events: Literal["stderr", "off"] = "stderr"
+    egress_allowlist: dict[Env, list[str]] = Field(default_factory=dict)
+    audit: AuditSettings = Field(default_factory=AuditSettings)
+    limits: LimitSettings = Field(default_factory=LimitSettings)
+    reload_interval_s: float = Field(default=1.0, ge=0)
+
+
+#: Operator settings taken from the environment, as an MCP client config passes them.
+_ENV_SETTINGS = {
+    "PYHALL_ENV": "env",
+    "PYHALL_TENANT": "tenant_id",
+    "PYHALL_TENANT_RISK": "tenant_risk",
+    "PYHALL_QOS": "qos_class",
+    "PYHALL_DATA_LABEL": "data_label",
+    "PYHALL_TENANT_CREDENTIAL": "tenant_credential",
+    "PYHALL_DENY_MODE": "deny_mode",
+    "PYHALL_EVENTS": "events",
+}
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def overrides_from_environ(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Launch overrides from ``PYHALL_*`` variables; floors as ``PYHALL_<FLOOR>``."""
+    environ = os.environ if environ is None else environ
+    out: dict[str, Any] = {}
+    for var, key in _ENV_SETTINGS.items():
+        if environ.get(var):
+            out[key] = environ[var]
+    floors: dict[str, Any] = {}
+    for name, info in HallConfig.model_fields.items():
+        raw = environ.get(f"PYHALL_{name.upper()}")
+        if raw is None or raw == "":
+            continue
+        if info.annotation is bool:
+            lowered = raw.strip().lower()
+            if lowered not in _TRUE | _FALSE:
+                raise ConfigError(
+                    f"expected true or false, got {raw!r}",
+                    file=f"environment variable PYHALL_{name.upper()}",
+                    fix="set it to true or false",
+                )
+            floors[name] = lowered in _TRUE
+        elif name == "allowed_tenants":
+            floors[name] = [t.strip() for t in raw.split(",") if t.strip()]
+        else:
+            floors[name] = raw
+    if floors:
+        out["floors"] = floors
+    return out
+
+
+def _settings(layout: HallLayout, overrides: Mapping[str, Any]) -> HallSettings:
+    source = str(layout.hall_yaml)
+    if not layout.hall_yaml.is_file():
+        raise ConfigError(
+            "hall.yaml not found",
+            file=source,
+            fix="point --hall (or PYHALL_HALL) at a hall directory, or run `pyhall init DIR`",
+        )
+    doc = load_document(layout.hall_yaml) or {}
+    if not isinstance(doc, dict):
+        raise ConfigError("expected a mapping", file=source, fix="see the README for hall.yaml")
+    floors = {"enforce_policy_gate": True, **(doc.get("floors") or {})}
+    merged = {**doc, **{k: v for k, v in overrides.items() if k != "floors"}}
+    merged["floors"] = {**floors, **(overrides.get("floors") or {})}
+    try:
+        return HallSettings.model_validate(merged)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        origin = "launch setting" if where.split(".")[0] in overrides else source
+        raise ConfigError(
+            first["msg"].removeprefix("Value error, "),
+            file=origin,
+            location=where,
+            fix="correct the value (see the README's hall.yaml reference)",
+        ) from None
+
+
+def _rule_files(layout: HallLayout, entries: list[str]) -> list[Path]:
+    files: list[Path] = []
+    for entry in entries:
+        path = (layout.root / entry).resolve()
+        if path.is_dir():
+            files.extend(sorted(p for p in path.iterdir() if p.suffix in _RULE_SUFFIXES))
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise ConfigError(
+                "rule path not found",
+                file=str(layout.hall_yaml),
+                location=f"rules: {entry}",
+                fix="create it or remove it from `rules`",
+            )
+    if not files:
+        raise ConfigError(
+            "no rule files",
+            file=str(layout.hall_yaml),
+            location="rules",
+            fix="add rules/*.yaml (no rules would deny every call)",
+        )
+    return files
+
+
+@dataclass
+class _Served:
+    """A worker the gateway serves as a tool, ready to run."""
+
+    record: WorkerRecord
+    runner: Runner
+    validator: Any
+    output_validator: Any
+
+
+@dataclass
+class CallOutcome:
+    """What became of one tool call; the gateway turns it into MCP."""
+
+    status: OutcomeStatus
+    tool: str
+    message: str
+    governance: dict[str, Any]
+    decision: RouteDecision | None = None
+    value: dict[str, Any] | None = None
+    errors: list[str] = field(default_factory=list)
+
+
+def _schema_errors(validator: Any, instance: Any) -> list[str]:
+    found = []
+    for error in sorted(validator.iter_errors(instance), key=lambda e: list(e.path)):
+        where = "/".join(str(p) for p in error.path) or "(arguments)"
+        found.append(f"{where}: {error.message[:200]}")
+        if len(found) >= _MAX_ERRORS:
+            break
+    return found
+
+
+class Hall:
+    """A loaded hall. Build with ``Hall.load``; open its audit log with ``open_audit``."""
+
+    def __init__(
+        self,
+        layout: HallLayout,
+        settings: HallSettings,
+        rules: RuleSet,
+        registry: Registry,
+        policy: PolicyEngine,
+        trusted: Keyring,
+        served: dict[str, _Served],
+        attestation_failures: dict[str, str],
+    ) -> None:
+        self.layout = layout
+        self.settings = settings
+        self.config = settings.floors
+        self.rules = rules
+        self.registry = registry
+        self.policy = policy
+        self.trusted = trusted
+        self.served = served
+        self.attestation_failures = attestation_failures
+        self.audit: ReceiptLog | None = None
+        self.workspace = (
+            str((layout.root / settings.workspace).resolve()) if settings.workspace else None
+        )
+
+    # -- loading -----------------------------------------------------------------------
+    @classmethod
+    def load(
+        cls,
+        root: str | Path,
+        *,
+        overrides: Mapping[str, Any] | None = None,
+        state_dir: str | Path | None = None,
+    ) -> Hall:
+        """Load and validate a hall directory; ``ConfigError`` on anything invalid."""
+        layout = HallLayout.for_hall(root, state_dir)
+        if not layout.root.is_dir():
+            raise ConfigError(
+                "hall directory not found",
+                file=str(layout.root),
+                fix="pass an existing directory to --hall",
+            )
+        settings = _settings(layout, overrides or {})
+        rules = load_rule_set(_rule_files(layout, settings.rules))
+        if settings.env in ("prod", "edge") and rules.shadowed:
+            first = rules.shadowed[0]
+            raise ConfigError(
+                f"shadowed rules refuse to serve {settings.env}: {first['reason']}",
+                file=rules.source,
+                location=f"rule_id: {first['shadowed']}",
+                fix="reorder or remove the shadowed rule (run `pyhall validate`)",
+            )
+        trusted = Keyring.load(layout.trusted_keys)
+        config = settings.floors
+        if config.require_credential and not config.credential_issuers:
+            issuers = {k.key_id: k.public_key for k in trusted if "credentials" in k.purposes}
+            config = config.model_copy(update={"credential_issuers": issuers})
+            settings = settings.model_copy(update={"floors": config})
+        registry = Registry.load(layout.workers_dir) if layout.workers_dir.is_dir() else Registry()
+        for env, hosts in settings.egress_allowlist.items():
+            registry.set_egress_allowlist(env, hosts)
+        served, failures = _prepare_workers(layout, registry, config, trusted)
+        schemas: dict[str, Mapping[str, Any]] = {}
+        for item in served.values():
+            assert item.record.tool is not None
+            schemas[item.record.worker_id] = item.record.tool.input_schema
+            schemas[item.record.tool.name] = item.record.tool.input_schema
+        from .policy import load_policy_engine
+
+        policy = load_policy_engine(layout.policies_dir, base_dir=layout.root, tool_schemas=schemas)
+        return cls(layout, settings, rules, registry, policy, trusted, served, failures)
+
+    def open_audit(self) -> ReceiptLog | None:
+        """Open the receipt log (creating the hall's signing key on first start)."""
+        if self.audit is None and self.settings.audit.enabled:
+            from .audit import ReceiptLog
+
+            self.audit = ReceiptLog.open(
+                self.layout,
+                checkpoint_every=self.settings.audit.checkpoint_every,
+                checkpoint_interval_s=self.settings.audit.checkpoint_interval_s,
+            )
+        return self.audit
+
+    async def aclose(self) -> None:
+        if self.audit is not None:
+            await self.audit.aclose()
+            self.audit = None
+
+    def close(self) -> None:
+        if self.audit is not None:
+            self.audit.close()
+            self.audit = None
+
+    # -- what is served ------------------------------------------------------------------
+    def tools(self) -> list[WorkerRecord]:
+        """Served workers, by tool name."""
+        return sorted(
+            (s.record for s in self.served.values()), key=lambda r: r.tool.name if r.tool else ""
+        )
+
+    @property
+    def problems(self) -> list[PyhallError]:
+        return list(self.registry.problems)
+
+    # -- deciding --------------------------------------------------------------------------
+    def route_input(
+        self,
+        record: WorkerRecord,
+        arguments: Mapping[str, Any],
+        *,
+        correlation_id: str | None = None,
+        dry_run: bool = False,
+        data_label: str | None = None,
+    ) -> RouteInput:
+        """The RouteInput for a call: the operator fixes who and where, never the model."""
+        settings = self.settings
+        labels = [record.data_label, settings.data_label]
+        if data_label in DATA_LABEL_ORDER:
+            labels.append(data_label)  # a caller may raise the label, never lower it
+        return RouteInput(
+            capability_id=record.capabilities[0],
+            env=settings.env,
+            data_label=max(labels, key=DATA_LABEL_ORDER.__getitem__),
+            tenant_risk=settings.tenant_risk,
+            qos_class=settings.qos_class,
+            tenant_id=settings.tenant_id,
+            correlation_id=correlation_id or str(uuid.uuid4()),
+            request=dict(arguments),
+            dry_run=dry_run,
+            tenant_credential=settings.tenant_credential,
+        )
+
+    def decide(
+        self, record: WorkerRecord, inp: RouteInput, *, human_approved: bool = False
+    ) -> RouteDecision:
+        decision = make_decision(
+            inp,
+            self.rules,
+            policy_gate_eval=self.policy,
+            hall_config=self.config,
+            registry=self.registry,
+            pinned_worker_id=record.worker_id,
+            tool=record.tool.name if record.tool else None,
+            human_approved=human_approved,
+        )
+        failure = self.attestation_failures.get(record.worker_id)
+        if failure and decision.deny_code == "DENY_WORKER_ATTESTATION_MISSING":
+            assert decision.deny_reason_if_denied is not None
+            decision.deny_reason_if_denied["attestation_code"] = failure
+        return decision
+
+    # -- the one call path ---------------------------------------------------------------------
+    async def call(
+        self,
+        tool: str,
+        arguments: Mapping[str, Any] | None,
+        *,
+        meta: Mapping[str, Any] | None = None,
+        progress: ProgressFn | None = None,
+    ) -> CallOutcome:
+        """Decide on one tool call and run it when allowed. Never raises (except cancellation)."""
+        meta = meta or {}
+        correlation_id = _meta_text(meta.get(META_CORRELATION_ID)) or str(uuid.uuid4())
+        try:
+            return await self._call(tool, arguments, meta, correlation_id, progress)
+        except anyio.get_cancelled_exc_class():
+            raise
+        except Exception:
+            _log_exception("call")
+            gov = {
+                "tool": telemetry.sanitize_id(tool[:128]),
+                "correlation_id": correlation_id,
+                "denied": True,
+                "deny_code": "DENY_INTERNAL_ERROR",
+            }
+            with anyio.CancelScope(shield=True):
+                gov.update(
+                    await self._receipt_quietly(
+                        {
+                            "kind": "decision",
+                            "decision": "internal_error",
+                            "tool": gov["tool"],
+                            "correlation_id": correlation_id,
+                            "tenant_id": self.settings.tenant_id,
+                            "deny_code": "DENY_INTERNAL_ERROR",
+                        }
+                    )
+                )
+            return CallOutcome(
+                "internal_error",
+                tool,
+                "The hall failed while handling this call; nothing was run.",
+                gov,
+            )
+
+    async def _call(
+        self,
+        tool: str,
+        arguments: Mapping[str, Any] | None,
+        meta: Mapping[str, Any],
+        correlation_id: str,
+        progress: ProgressFn | None,
+    ) -> CallOutcome:
+        served = self.served.get(tool)
+        arguments = {} if arguments is None else arguments
+        if served is None:
+            name = telemetry.sanitize_id(tool[:128])
+            gov = {
+                "tool": name,
+                "correlation_id": correlation_id,
+                "denied": True,
+                "deny_code": "DENY_UNKNOWN_TOOL",
+            }
+            gov.update(
+                await self._receipt(
+                    {
+                        "kind": "decision",
+                        "decision": "unknown_tool",
+                        "tool": name,
+                        "correlation_id": correlation_id,
+                        "tenant_id": self.settings.tenant_id,
+                        "deny_code": "DENY_UNKNOWN_TOOL",
+                        "arguments_digest": _args_digest(arguments),
+                    }
+                )
+            )
+            return CallOutcome("unknown_tool", tool, f"Unknown tool: {name}", gov)
+
+        record = served.record
+        errors = self._argument_errors(served, arguments)
+        if errors:
+            gov = {
+                "tool": tool,
+                "worker_id": record.worker_id,
+                "correlation_id": correlation_id,
+                "denied": True,
+                "deny_code": "DENY_INVALID_ARGUMENTS",
+                "errors": errors,
+            }
+            gov.update(
+                await self._receipt(
+                    {
+                        "kind": "decision",
+                        "decision": "invalid_arguments",
+                        "tool": tool,
+                        "worker_id": record.worker_id,
+                        "worker_species_id": record.worker_species_id,
+                        "capability_id": record.capabilities[0],
+                        "correlation_id": correlation_id,
+                        "tenant_id": self.settings.tenant_id,
+                        "deny_code": "DENY_INVALID_ARGUMENTS",
+                        "arguments_digest": _args_digest(arguments),
+                    }
+                )
+            )
+            return CallOutcome(
+                "invalid_arguments",
+                tool,
+                "The arguments do not match the tool's input schema.",
+                gov,
+                errors=errors,
+            )
+
+        inp = self.route_input(
+            record,
+            arguments,
+            correlation_id=correlation_id,
+            dry_run=meta.get(META_DRY_RUN) is True,
+            data_label=_meta_text(meta.get(META_DATA_LABEL)),
+        )
+        decision = self.decide(record, inp)
+        self._emit(decision)
+        status: OutcomeStatus = (
+            "held"
+            if decision.supervisor_required
+            else "denied"
+            if decision.denied
+            else "dry_run"
+            if decision.dry_run
+            else "allowed"
+        )
+        receipt = await self._receipt(self._decision_body(record, inp, decision, status))
+        decision.receipt_hash = receipt.get("receipt_hash")
+        gov = {
+            **decision.model_dump(mode="json", exclude={"telemetry_envelopes"}),
+            "tool": tool,
+            "worker_id": record.worker_id,
+            **receipt,
+        }
+        if status != "allowed":
+            return CallOutcome(status, tool, _explain(decision, status), gov, decision=decision)
+        return await self._execute(served, arguments, decision, gov, progress)
+
+    async def _execute(
+        self,
+        served: _Served,
+        arguments: Mapping[str, Any],
+        decision: RouteDecision,
+        gov: dict[str, Any],
+        progress: ProgressFn | None,
+    ) -> CallOutcome:
+        from .runners import WorkerContext, WorkerResult
+
+        record = served.record
+        assert record.tool is not None
+        context = WorkerContext(
+            correlation_id=decision.correlation_id,
+            decision_id=decision.decision_id,
+            tenant_id=decision.tenant_id,
+            env=decision.env,
+            data_label=decision.data_label,
+            worker_id=record.worker_id,
+            tool=record.tool.name,
+            workspace=self.workspace,
+            deadline_s=record.timeout_s,
+        )
+        started = time.monotonic_ns()
+        result: WorkerResult | None = None
+        try:
+            result = await served.runner.run(
+                arguments, context, timeout_s=record.timeout_s, progress=progress
+            )
+            result = self._check_result(served, result)
+        finally:
+            if result is None:  # cancelled (or the runner broke): still receipt the outcome
+                result = WorkerResult(
+                    status="cancelled",
+                    value=None,
+                    error="cancelled",
+                    duration_us=(time.monotonic_ns() - started) // 1000,
+                )
+            with anyio.CancelScope(shield=True):
+                outcome_receipt = await self._receipt_quietly(
+                    {
+                        "kind": "outcome",
+                        "decision_receipt_id": gov.get("receipt_id"),
+                        "correlation_id": decision.correlation_id,
+                        "tool": record.tool.name,
+                        "worker_id": record.worker_id,
+                        "status": result.status,
+                        "result_digest": digest(result.value) if result.value is not None else None,
+                        "duration_us": int(result.duration_us),
+                    }
+                )
+            gov["outcome"] = {
+                "status": result.status,
+                "duration_us": int(result.duration_us),
+                **{f"outcome_{k}": v for k, v in outcome_receipt.items()},
+            }
+            if result.stderr_tail:
+                sys.stderr.write(
+                    f"pyhall: worker {record.worker_id} stderr: {result.stderr_tail[-2000:]}\n"
+                )
+        if result.status != "ok":
+            return CallOutcome(
+                "allowed",
+                record.tool.name,
+                result.error or f"The worker ended with status {result.status}.",
+                gov,
+                decision=decision,
+                errors=[result.status],
+            )
+        return CallOutcome(
+            "allowed", record.tool.name, "ok", gov, decision=decision, value=result.value
+        )
+
+    # -- helpers ---------------------------------------------------------------------------
+    def _argument_errors(self, served: _Served, arguments: Any) -> list[str]:
+        if not isinstance(arguments, Mapping):
+            return ["(arguments): must be an object"]
+        try:
+            size = len(canonical_json(dict(arguments)))
+        except (TypeError, ValueError):
+            return ["(arguments): must be plain JSON (no NaN, integers within ±2^53)"]
+        if size > self.settings.limits.max_argument_bytes:
+            return [f"(arguments): larger than {self.settings.limits.max_argument_bytes} bytes"]
+        return _schema_errors(served.validator, dict(arguments))
+
+    def _check_result(self, served: _Served, result: WorkerResult) -> WorkerResult:
+        if result.status != "ok":
+            return result
+        value = result.value if result.value is not None else {}
+        problem = None
+        try:
+            if len(canonical_json(value)) > self.settings.limits.max_result_bytes:
+                problem = "The worker's result is larger than the hall's limit."
+        except (TypeError, ValueError):
+            problem = "The worker's result is not plain JSON."
+        if (
+            problem is None
+            and served.output_validator is not None
+            and _schema_errors(served.output_validator, value)
+        ):
+            problem = "The worker's result does not match its declared output schema."
+        if problem is not None:
+            return type(result)(
+                status="error",
+                value=None,
+                error=problem,
+                duration_us=result.duration_us,
+                stderr_tail=result.stderr_tail,
+            )
+        result.value = value
+        return result
+
+    def _decision_body(
+        self, record: WorkerRecord, inp: RouteInput, decision: RouteDecision, status: OutcomeStatus
+    ) -> dict[str, Any]:
+        """The one shape of a decision receipt."""
+        return {
+            "kind": "decision",
+            "decision": status,
+            "decision_id": decision.decision_id,
+            "correlation_id": decision.correlation_id,
+            "tenant_id": decision.tenant_id,
+            "tool": record.tool.name if record.tool else None,
+            "worker_id": record.worker_id,
+            "worker_species_id": record.worker_species_id,
+            "capability_id": decision.capability_id,
+            "env": decision.env,
+            "data_label": decision.data_label,
+            "deny_code": decision.deny_code,
+            "matched_rule_id": decision.matched_rule_id,
+            "policy_version": decision.policy_version,
+            "policy_decision": "DENY" if decision.denied else "ALLOW",
+            "blast_score": decision.blast_score,
+            "controls_verified": decision.required_controls_effective,
+            "artifact_hash": decision.artifact_hash,
+            "arguments_digest": _args_digest(inp.request),
+            "dry_run": decision.dry_run,
+            "pending_approval_id": decision.pending_approval_id,
+            "dispatched_at": decision.timestamp,
+        }
+
+    async def _receipt(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Make a receipt durable; return its id and hash for the governance record."""
+        if self.audit is None:
+            return {}
+        receipt = await self.audit.record(body)
+        return {
+            "receipt_id": receipt.receipt_id,
+            "receipt_hash": receipt.receipt_hash,
+            "receipt_seq": receipt.seq,
+        }
+
+    async def _receipt_quietly(self, body: dict[str, Any]) -> dict[str, Any]:
+        try:
+            return await self._receipt(body)
+        except Exception:
+            _log_exception("audit")
+            return {}
+
+    def _emit(self, decision: RouteDecision) -> None:
+        if self.settings.events == "stderr":
+            telemetry.write_events(decision.telemetry_envelopes)
+
+
+def _prepare_workers(
+    layout: HallLayout, registry: Registry, config: HallConfig, trusted: Keyring
+) -> tuple[dict[str, _Served], dict[str, str]]:
+    """Runners, validators and (when required) verified attestations for served workers."""
+    from jsonschema import Draft202012Validator
+
+    from .runners import build_runner
+
+    served: dict[str, _Served] = {}
+    failures: dict[str, str] = {}
+    deny_list: frozenset[str] = frozenset()
+    if config.require_worker_attestation:
+        from .attestation import load_deny_list
+
+        deny_list = load_deny_list(layout.attestation_deny_list)
+    for record in registry.records:
+        if record.tool is None or record.runner is None:
+            continue  # routable through make_decision, but not served as a tool
+        source = registry.source_of(record.worker_id)
+        worker_dir = registry.directory_of(record.worker_id) or layout.workers_dir
+        run_from = worker_dir
+        if config.require_worker_attestation:
+            try:
+                run_from = _attest(layout, registry, record, worker_dir, trusted, deny_list)
+            except AttestationError as exc:
+                failures[record.worker_id] = exc.code
+                sys.stderr.write(
+                    f"pyhall: worker {record.worker_id} failed attestation: "
+                    f"{exc.code}: {exc.message}\n"
+                )
+        try:
+            runner = build_runner(record.runner, run_from, source=source)
+        except RegistryError as exc:
+            registry.problems.append(exc)
+            registry.remove(record.worker_id)
+            sys.stderr.write(f"pyhall: worker quarantined: {exc.describe()}\n")
+            continue
+        output = record.tool.output_schema
+        served[record.tool.name] = _Served(
+            record=record,
+            runner=runner,
+            validator=Draft202012Validator(record.tool.input_schema),
+            output_validator=Draft202012Validator(output) if output else None,
+        )
+    return served, failures
+
+
+def _attest(
+    layout: HallLayout,
+    registry: Registry,
+    record: WorkerRecord,
+    worker_dir: Path,
+    trusted: Keyring,
+    deny_list: frozenset[str],
+) -> Path:
+    """Verify a worker's package; register it with the router; return where to run it from."""
+    from .attestation import snapshot_package, verify_package
+
+    package = verify_package(
+        worker_dir,
+        keyring=trusted,
+        deny_list=deny_list,
+        expected_worker_id=record.worker_id,
+        record=record.model_dump(exclude_none=True),
+    )
+    registry.set_attestation(record.worker_id, package.digest, package.monitor().current_digest)
+    # Run from a verified read-only copy: editing workers/ after the check changes nothing
+    # that runs, and the monitor still sees the edit and denies the next call.
+    return snapshot_package(worker_dir, package.digest, layout.state_dir / "snapshots")
+
+
+def _meta_text(value: Any) -> str | None:
+    if isinstance(value, str) and value.strip() and len(value) <= 256:
+        return telemetry.sanitize_id(value.strip())
+    return None
+
+
+def _args_digest(arguments: Any) -> str | None:
+    try:
+        return digest(dict(arguments))
+    except (TypeError, ValueError):
+        return None
+
+
+def _explain(decision: RouteDecision, status: OutcomeStatus) -> str:
+    """What the model is told: what happened, and not to retry blindly."""
+    code, message = decision.deny_code, decision.deny_message
+    if status == "dry_run":
+        return (
+            "Dry run: the call would be allowed "
+            f"(rule {decision.matched_rule_id}); nothing was executed."
+        )
+    if status == "held":
+        return (
+            f"Held for human approval ({code}): {message} Approval id "
+            f"{decision.pending_approval_id}, expires {decision.approval_expires_at}. "
+            "Ask the operator to approve it, then retry the identical call once."
+        )
+    return (
+        f"Denied by the governance hall ({code}): {message} "
+        "Do not retry this call unchanged; it will be denied again."
+    )
+
+
+def _log_exception(where: str) -> None:
+    import traceback
+
+    sys.stderr.write(f"pyhall: {where} failed:\n{traceback.format_exc()}")
+
+
+def load_hall(root: str | Path | None = None, **kwargs: Any) -> Hall:
+    """Load the hall at ``root`` (default: ``$PYHALL_HALL`` or the bundled demo)."""
+    from .layout import default_hall_dir
+
+    return Hall.load(root or default_hall_dir(), **kwargs)
