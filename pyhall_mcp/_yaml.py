@@ -64,9 +64,10 @@ def _reject_unknown_tag(loader: yaml.SafeLoader, suffix: str, node: Node) -> Any
 
 
 # YAML 1.2 booleans only: "NO", "off" and "yes" stay strings instead of turning
-# into booleans behind the author's back.
+# into booleans behind the author's back; an unquoted date stays a string too.
+_NOT_IMPLICIT = ("tag:yaml.org,2002:bool", "tag:yaml.org,2002:timestamp")
 _StrictLoader.yaml_implicit_resolvers = {
-    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
+    first: [(tag, rx) for tag, rx in resolvers if tag not in _NOT_IMPLICIT]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
 _StrictLoader.add_implicit_resolver(
@@ -76,6 +77,11 @@ _StrictLoader.add_implicit_resolver(
 
 _StrictLoader.add_multi_constructor("!", _reject_unknown_tag)
 _StrictLoader.add_multi_constructor("tag:yaml.org,2002:python", _reject_unknown_tag)
+# Only JSON values: sets, bytes, dates and ordered pairs would fail far from the file.
+for _kind in ("set", "binary", "timestamp", "omap", "pairs"):
+    _StrictLoader.add_constructor(
+        f"tag:yaml.org,2002:{_kind}", lambda loader, node: _reject_unknown_tag(loader, "", node)
+    )
 
 
 def loads_yaml(text: str, *, source: str = "<string>") -> Any:
