@@ -33,10 +33,12 @@ satisfied by a trailing newline), ``under`` (path inside a directory),
   operator, ``not`` included, is false on it.
 - ``under``: both paths are normalised lexically (``..`` resolved, no
   filesystem access, symlinks **not** followed; a NUL byte is an error). A
-  relative ``under`` directory resolves against the hall directory given at
-  load, and so does a relative argument path. The directory itself counts as
-  under itself. Workers that touch files must still confine themselves with
-  ``realpath``.
+  relative ``under`` directory resolves against the hall directory
+  (``base_dir``); a relative path *argument* resolves against ``path_base``,
+  the hall's workspace, because that is where the file workers resolve it
+  (``path_base`` defaults to the hall directory). The directory itself counts
+  as under itself. Workers that touch files must still confine themselves
+  with ``realpath`` (the demo file workers do).
 - Combining: any matching ``deny`` wins, then ``require_human``, then
   ``allow``; when nothing matches the answer is ``DENY`` (default deny).
 - An operator that cannot judge a value (a string operator on a number, a
@@ -66,7 +68,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol, get_args, runtime_checkable
+from typing import Any, Literal, NamedTuple, Protocol, get_args, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -382,10 +384,18 @@ def _normalise(path: str, base: str) -> str:
     return os.path.normpath(os.path.join(base, path))
 
 
-def _under(directory: str, base: str, where: _Where) -> Predicate:
+class _Bases(NamedTuple):
+    """Absolute directories relative paths resolve against."""
+
+    hall: str  # relative `under` directories in policy files
+    arguments: str  # relative path arguments (the hall's workspace, where file workers look)
+
+
+def _under(directory: str, bases: _Bases, where: _Where) -> Predicate:
     if "\x00" in directory:
         raise where.error("`under` directory contains a NUL byte", "remove it")
-    root = _normalise(directory, base)
+    root = _normalise(directory, bases.hall)
+    base = bases.arguments
     prefix = root if root.endswith(os.sep) else root + os.sep
 
     def under(value: Any) -> bool:
@@ -426,7 +436,7 @@ def _check_value(value: Any, kind: str, key: str, where: _Where) -> None:
         raise where.error(f"{key} is a string, got {value!r}", "quote the value")
 
 
-def _compile_ops(spec: Any, kind: str, key: str, base: str, where: _Where) -> list[Predicate]:
+def _compile_ops(spec: Any, kind: str, key: str, bases: _Bases, where: _Where) -> list[Predicate]:
     """Predicates that must all hold on a present value (``present`` handled by the caller)."""
     if not isinstance(spec, dict):
         if isinstance(spec, list):
@@ -474,17 +484,17 @@ def _compile_ops(spec: Any, kind: str, key: str, base: str, where: _Where) -> li
                 raise here.error(f"`under` applies to tool arguments, not {key}", "remove it")
             if type(operand) is not str or not operand:
                 raise here.error("`under` takes a directory path", "e.g. `under: workspace`")
-            predicates.append(_under(operand, base, here))
+            predicates.append(_under(operand, bases, here))
         else:  # not
             if isinstance(operand, dict) and "present" in operand:
                 raise here.error("`not` cannot wrap `present`", "use `present: false`")
-            inner = _compile_ops(operand, kind, key, base, here)
+            inner = _compile_ops(operand, kind, key, bases, here)
             predicates.append(lambda v, ps=inner: not all(p(v) for p in ps))
     return predicates
 
 
-def _compile_condition(spec: Any, kind: str, key: str, base: str, where: _Where) -> Predicate:
-    predicates = _compile_ops(spec, kind, key, base, where)
+def _compile_condition(spec: Any, kind: str, key: str, bases: _Bases, where: _Where) -> Predicate:
+    predicates = _compile_ops(spec, kind, key, bases, where)
     present = spec.get("present") if isinstance(spec, dict) else None
     if present is not None and type(present) is not bool:
         raise where.at("present").error("`present` takes true or false", "write `present: true`")
@@ -544,7 +554,7 @@ def _compile_statement(
     *,
     order: int,
     where: _Where,
-    base: str,
+    bases: _Bases,
     tool_schemas: Mapping[str, Mapping[str, Any]] | None,
     warnings: list[str],
 ) -> _Compiled:
@@ -575,7 +585,7 @@ def _compile_statement(
         if key not in _WHEN_KEYS:
             raise here.error(f"unknown context key {key!r}", f"use one of {list(_WHEN_KEYS)}")
         kind = key if key in _ENUMS else ("number" if key in _NUMERIC_KEYS else "string")
-        predicate = _compile_condition(spec, kind, key, base, here)
+        predicate = _compile_condition(spec, kind, key, bases, here)
         targets = _literal_targets(spec)
         if index is None and key in _INDEX_KEYS and targets:
             index = (key, tuple(targets))  # bucket membership replaces this check
@@ -590,7 +600,7 @@ def _compile_statement(
         _check_argument_targets(stmt, where, tool_schemas)
     for name, spec in stmt.arguments.items():
         here = where.at(f"arguments.{name}")
-        checks.append((True, name, _compile_condition(spec, "any", name, base, here)))
+        checks.append((True, name, _compile_condition(spec, "any", name, bases, here)))
 
     # The index condition, if any, is checked by bucket lookup; put the cheap
     # context checks before argument checks.
@@ -706,11 +716,15 @@ class YamlPolicyEngine:
         *,
         base_dir: str | Path,
         tool_schemas: Mapping[str, Mapping[str, Any]] | None = None,
+        path_base: str | Path | None = None,
     ) -> YamlPolicyEngine:
         """Load, validate and compile policy files; any problem is a ``PolicyError``.
 
-        ``tool_schemas`` maps worker ids and tool names to the tool's JSON input
-        schema; with it, argument conditions are checked against the schemas.
+        ``base_dir`` (the hall directory) anchors relative ``under`` directories;
+        ``path_base`` (the hall's workspace; default ``base_dir``) anchors relative
+        path arguments, as the file workers resolve them. ``tool_schemas`` maps
+        worker ids and tool names to the tool's JSON input schema; with it,
+        argument conditions are checked against the schemas.
         """
         if isinstance(paths_or_dir, (str, Path)) and Path(paths_or_dir).is_dir():
             files = _yaml_files(Path(paths_or_dir))
@@ -719,7 +733,9 @@ class YamlPolicyEngine:
         else:
             files = [Path(p) for p in paths_or_dir]
         documents = [(str(path), _read_policy_file(path)) for path in sorted(files)]
-        return cls.load_documents(documents, base_dir=base_dir, tool_schemas=tool_schemas)
+        return cls.load_documents(
+            documents, base_dir=base_dir, tool_schemas=tool_schemas, path_base=path_base
+        )
 
     @classmethod
     def load_documents(
@@ -728,14 +744,17 @@ class YamlPolicyEngine:
         *,
         base_dir: str | Path,
         tool_schemas: Mapping[str, Mapping[str, Any]] | None = None,
+        path_base: str | Path | None = None,
     ) -> YamlPolicyEngine:
         """Validate and compile parsed policy documents, each given with its source name."""
-        base = os.path.abspath(os.fspath(base_dir))
+        bases = _bases(base_dir, path_base)
         warnings: list[str] = []
         compiled: list[_Compiled] = []
         seen: dict[str, str] = {}
         for source, doc in documents:
-            for stmt in _compile_document(source, doc, len(compiled), base, tool_schemas, warnings):
+            for stmt in _compile_document(
+                source, doc, len(compiled), bases, tool_schemas, warnings
+            ):
                 if stmt.id in seen:
                     raise PolicyError(
                         f"duplicate statement id {stmt.id!r} (also in {seen[stmt.id]})",
@@ -754,11 +773,15 @@ class YamlPolicyEngine:
         *,
         base_dir: str | Path,
         tool_schemas: Mapping[str, Mapping[str, Any]] | None = None,
+        path_base: str | Path | None = None,
         source: str = "<statements>",
     ) -> YamlPolicyEngine:
         """An engine from statements already in memory (tests, benchmarks, generated policy)."""
         return cls.load_documents(
-            [(source, {"policies": list(statements)})], base_dir=base_dir, tool_schemas=tool_schemas
+            [(source, {"policies": list(statements)})],
+            base_dir=base_dir,
+            tool_schemas=tool_schemas,
+            path_base=path_base,
         )
 
     # -- evaluation ----------------------------------------------------------
@@ -819,11 +842,17 @@ def _read_policy_file(path: Path) -> Any:
         raise PolicyError(exc.message, file=exc.file, location=exc.location, fix=exc.fix) from None
 
 
+def _bases(base_dir: str | Path, path_base: str | Path | None) -> _Bases:
+    hall = os.path.abspath(os.fspath(base_dir))
+    arguments = hall if path_base is None else os.path.join(hall, os.fspath(path_base))
+    return _Bases(hall, os.path.normpath(arguments))
+
+
 def _compile_document(
     source: str,
     doc: Any,
     first_order: int,
-    base: str,
+    bases: _Bases,
     tool_schemas: Mapping[str, Mapping[str, Any]] | None,
     warnings: list[str],
 ) -> list[_Compiled]:
@@ -844,7 +873,7 @@ def _compile_document(
             raw,
             order=first_order + i,
             where=_Where(source, f"policies[{i}]"),
-            base=base,
+            bases=bases,
             tool_schemas=tool_schemas,
             warnings=warnings,
         )
@@ -862,6 +891,7 @@ def load_policy_engine(
     *,
     base_dir: str | Path,
     tool_schemas: Mapping[str, Mapping[str, Any]] | None = None,
+    path_base: str | Path | None = None,
 ) -> PolicyEngine:
     """The engine for a hall's ``policies/`` directory.
 
@@ -869,6 +899,8 @@ def load_policy_engine(
     ``*.cedarschema`` or ``*.cedarschema.json``) the Cedar engine; a directory
     with both is refused. A missing or empty directory gives a
     :class:`NoPolicyEngine` that denies everything (``pyhall validate`` warns).
+    ``base_dir`` is the hall directory and ``path_base`` the hall's workspace
+    (relative path arguments resolve against it; default ``base_dir``).
     """
     directory = Path(policies_dir)
     if not directory.is_dir():
@@ -884,9 +916,13 @@ def load_policy_engine(
     if cedar_files:
         from .policy_cedar import CedarPolicyEngine
 
-        return CedarPolicyEngine.load(directory, base_dir=base_dir, tool_schemas=tool_schemas)
+        return CedarPolicyEngine.load(
+            directory, base_dir=base_dir, tool_schemas=tool_schemas, path_base=path_base
+        )
     if yaml_files:
-        return YamlPolicyEngine.load(yaml_files, base_dir=base_dir, tool_schemas=tool_schemas)
+        return YamlPolicyEngine.load(
+            yaml_files, base_dir=base_dir, tool_schemas=tool_schemas, path_base=path_base
+        )
     return NoPolicyEngine(f"no_policy_configured: no policy files in {directory}")
 
 

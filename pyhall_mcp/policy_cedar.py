@@ -15,10 +15,12 @@ The request the engine builds for each call:
   ``blast_score`` (each left out when ``None``: declare those optional),
   ``arguments`` (the tool arguments), ``paths`` and ``human_approved``;
 - ``paths.<arg>`` is each string argument that can be a path (no NUL, at most
-  4,096 characters) normalised lexically against the hall directory and made
-  relative to it: ``workspace/../etc/passwd`` becomes ``etc/passwd``, anything
-  outside the hall starts with ``../``. Write ``context.paths.path like
-  "workspace/*"``, never a ``like`` on the raw argument.
+  4,096 characters) resolved as the file workers resolve it (relative to
+  ``path_base``, the hall's workspace), normalised lexically and made relative
+  to the hall directory: with the workspace ``workspace/``, ``notes.txt``
+  becomes ``workspace/notes.txt`` and ``../keys/x`` becomes ``keys/x``;
+  anything outside the hall starts with ``../``. Write ``context.paths.path
+  like "workspace/*"``, never a ``like`` on the raw argument.
 
 Human approval convention: a policy that needs a human is a ``forbid ...
 unless { context.human_approved };``. The engine evaluates with
@@ -105,6 +107,7 @@ class CedarPolicyEngine:
         policy_text: str,
         schema_text: str,
         base_dir: str | Path,
+        path_base: str | Path | None,
         statements: list[dict[str, Any]],
         version: str,
     ) -> None:
@@ -114,6 +117,7 @@ class CedarPolicyEngine:
         self._entities = cedarpy.Entities.from_json_str("[]")
         self._schema_text = schema_text
         self._base = os.path.abspath(os.fspath(base_dir))
+        self._path_base = os.path.normpath(os.path.join(self._base, os.fspath(path_base or ".")))
         self._statements = statements
         self._names = {s["policy_id"]: s["id"] for s in statements}
         self.version = version
@@ -128,9 +132,12 @@ class CedarPolicyEngine:
         *,
         base_dir: str | Path,
         tool_schemas: Mapping[str, Mapping[str, Any]] | None = None,
+        path_base: str | Path | None = None,
     ) -> CedarPolicyEngine:
         """Load ``*.cedar`` files and their schema; any problem is a ``PolicyError``.
 
+        ``base_dir`` is the hall directory, ``path_base`` the hall's workspace
+        (relative path arguments resolve against it; default ``base_dir``).
         ``tool_schemas`` is accepted for symmetry with the YAML engine; Cedar's
         own schema is what policies are checked against.
         """
@@ -227,6 +234,7 @@ class CedarPolicyEngine:
             policy_text=policy_text,
             schema_text=schema_text,
             base_dir=base_dir,
+            path_base=path_base,
             statements=statements,
             version=version,
         )
@@ -270,7 +278,7 @@ class CedarPolicyEngine:
         paths = {}
         for name, value in arguments.items():
             if type(value) is str and len(value) <= _MAX_PATH and "\x00" not in value:
-                absolute = os.path.normpath(os.path.join(self._base, value))
+                absolute = os.path.normpath(os.path.join(self._path_base, value))
                 paths[name] = os.path.relpath(absolute, self._base)
         return paths
 

@@ -139,6 +139,32 @@ def test_absolute_under_and_absolute_argument(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("a.txt", "ALLOW"),
+        ("notes/../a.txt", "ALLOW"),
+        (".", "ALLOW"),
+        ("workspace/a.txt", "ALLOW"),  # workspace/workspace/a.txt, as the worker reads it
+        ("../hall.yaml", "DENY"),
+        ("../workspace-other/a", "DENY"),
+        ("a/../../../etc/passwd", "DENY"),
+        ("/etc/passwd", "DENY"),
+    ],
+)
+def test_relative_arguments_resolve_against_path_base(
+    tmp_path: Path, value: str, expected: str
+) -> None:
+    eng = YamlPolicyEngine.from_statements(
+        [stmt("a", when={"tool": "read_file"}, arguments={"path": {"under": "workspace"}})],
+        base_dir=tmp_path,
+        path_base="workspace",  # relative: against the hall directory
+    )
+    assert decision(eng, request={"path": value}) == expected
+    absolute = str(tmp_path / "workspace" / "x")
+    assert decision(eng, request={"path": absolute}) == "ALLOW"
+
+
+@pytest.mark.parametrize(
     ("condition", "value", "expected"),
     [
         ({"lt": 50}, 49, "ALLOW"),
@@ -719,7 +745,9 @@ def demo_engine() -> PolicyEngine:
         ]
         for name in names
     }
-    return load_policy_engine(REPO / "policies", base_dir=REPO, tool_schemas=schemas)
+    return load_policy_engine(
+        REPO / "policies", base_dir=REPO, tool_schemas=schemas, path_base=REPO / "workspace"
+    )
 
 
 def test_demo_policies_pass_their_tests() -> None:

@@ -24,6 +24,7 @@ from pyhall_mcp.policy_cedar import CedarPolicyEngine
 
 REPO = Path(__file__).resolve().parent.parent
 CEDAR_DEMO = REPO / "policies" / "cedar_example"
+WORKSPACE = REPO / "workspace"
 
 SCHEMA = """
 entity Tenant;
@@ -61,11 +62,11 @@ def cedar(tmp_path: Path, policies: str, schema: str = SCHEMA) -> CedarPolicyEng
 
 
 def demo_yaml() -> PolicyEngine:
-    return load_policy_engine(REPO / "policies", base_dir=REPO)
+    return load_policy_engine(REPO / "policies", base_dir=REPO, path_base=WORKSPACE)
 
 
 def demo_cedar() -> PolicyEngine:
-    return CedarPolicyEngine.load(CEDAR_DEMO, base_dir=REPO)
+    return CedarPolicyEngine.load(CEDAR_DEMO, base_dir=REPO, path_base=WORKSPACE)
 
 
 # ---------------------------------------------------------------------------
@@ -100,25 +101,26 @@ SHARED_TABLE: list[tuple[str, dict[str, Any], str]] = [
     ("hash sha512", {**HASHER, "request": {"text": "a", "algorithm": "sha512"}}, "ALLOW"),
     ("hash md5", {**HASHER, "request": {"text": "a", "algorithm": "md5"}}, "DENY"),
     ("hash no algorithm", {**HASHER, "request": {"text": "a"}}, "DENY"),
-    ("read workspace", {**READER, "request": {"path": "workspace/a.txt"}}, "ALLOW"),
-    ("read workspace dir", {**READER, "request": {"path": "workspace"}}, "ALLOW"),
-    ("read dotted", {**READER, "request": {"path": "./workspace/x/../y"}}, "ALLOW"),
-    ("read escape", {**READER, "request": {"path": "workspace/../hall.yaml"}}, "DENY"),
-    ("read sibling", {**READER, "request": {"path": "workspace2/a"}}, "DENY"),
+    ("read workspace", {**READER, "request": {"path": "a.txt"}}, "ALLOW"),
+    ("read workspace dir", {**READER, "request": {"path": "."}}, "ALLOW"),
+    ("read dotted", {**READER, "request": {"path": "./x/../y"}}, "ALLOW"),
+    ("read escape", {**READER, "request": {"path": "x/../../hall.yaml"}}, "DENY"),
+    ("read sibling", {**READER, "request": {"path": "../workspace2/a"}}, "DENY"),
     ("read absolute", {**READER, "request": {"path": "/etc/passwd"}}, "DENY"),
-    ("read absolute inside", {**READER, "request": {"path": str(REPO / "workspace/a")}}, "ALLOW"),
+    ("read absolute inside", {**READER, "request": {"path": str(WORKSPACE / "a")}}, "ALLOW"),
+    ("read absolute hall", {**READER, "request": {"path": str(REPO / "hall.yaml")}}, "DENY"),
     ("read no path", {**READER, "request": {}}, "DENY"),
-    ("delete workspace", {**DELETER, "request": {"path": "workspace/a"}}, "REQUIRE_HUMAN"),
-    ("delete escape", {**DELETER, "request": {"path": "workspace/../../x"}}, "DENY"),
+    ("delete workspace", {**DELETER, "request": {"path": "old/a.txt"}}, "REQUIRE_HUMAN"),
+    ("delete escape", {**DELETER, "request": {"path": "../../x"}}, "DENY"),
     ("delete no path", {**DELETER, "request": {}}, "DENY"),
     (
         "delete high-risk tenant",
-        {**DELETER, "tenant_risk": "high", "request": {"path": "workspace/a"}},
+        {**DELETER, "tenant_risk": "high", "request": {"path": "a"}},
         "DENY",
     ),
     (
         "read high-risk tenant",
-        {**READER, "tenant_risk": "high", "request": {"path": "workspace/a"}},
+        {**READER, "tenant_risk": "high", "request": {"path": "a"}},
         "ALLOW",
     ),
     ("unknown worker", {"worker_id": "org.x.y", "tool": "greet"}, "DENY"),

@@ -52,12 +52,26 @@ def _tool_schemas(hall: Path) -> dict[str, dict[str, Any]] | None:
     return schemas or None
 
 
+def _workspace(hall: Path) -> Path | None:
+    """The hall's workspace (``workspace`` in hall.yaml, default ``workspace``)."""
+    from .._yaml import load_document
+    from ..layout import HallLayout
+
+    hall_yaml = HallLayout.for_hall(hall).hall_yaml
+    doc = load_document(hall_yaml) if hall_yaml.is_file() else None
+    workspace = doc.get("workspace", "workspace") if isinstance(doc, dict) else "workspace"
+    return hall / workspace if isinstance(workspace, str) and workspace else None
+
+
 def _engine(hall: Path) -> Any:
     from ..layout import HallLayout
     from ..policy import load_policy_engine
 
     return load_policy_engine(
-        HallLayout.for_hall(hall).policies_dir, base_dir=hall, tool_schemas=_tool_schemas(hall)
+        HallLayout.for_hall(hall).policies_dir,
+        base_dir=hall,
+        tool_schemas=_tool_schemas(hall),
+        path_base=_workspace(hall),
     )
 
 
