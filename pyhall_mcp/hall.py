@@ -383,19 +383,25 @@ class Hall:
         )
 
     def decide(
-        self, record: WorkerRecord, inp: RouteInput, *, human_approved: bool = False
+        self,
+        inp: RouteInput,
+        record: WorkerRecord | None = None,
+        *,
+        human_approved: bool = False,
     ) -> RouteDecision:
+        """Route ``inp`` through this hall; pinned to ``record``'s worker when given."""
         decision = make_decision(
             inp,
             self.rules,
             policy_gate_eval=self.policy,
             hall_config=self.config,
             registry=self.registry,
-            pinned_worker_id=record.worker_id,
-            tool=record.tool.name if record.tool else None,
+            pinned_worker_id=record.worker_id if record else None,
+            tool=record.tool.name if record and record.tool else None,
             human_approved=human_approved,
         )
-        failure = self.attestation_failures.get(record.worker_id)
+        worker_id = record.worker_id if record else decision.selected_worker_id
+        failure = self.attestation_failures.get(worker_id or "")
         if failure and decision.deny_code == "DENY_WORKER_ATTESTATION_MISSING":
             assert decision.deny_reason_if_denied is not None
             decision.deny_reason_if_denied["attestation_code"] = failure
@@ -520,7 +526,7 @@ class Hall:
             dry_run=meta.get(META_DRY_RUN) is True,
             data_label=_meta_text(meta.get(META_DATA_LABEL)),
         )
-        decision = self.decide(record, inp)
+        decision = self.decide(inp, record)
         self._emit(decision)
         status: OutcomeStatus = (
             "held"
