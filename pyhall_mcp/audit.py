@@ -1,0 +1,1181 @@
+"""Evidence receipts: a signed, hash-chained, durable audit trail.
+
+Every decision the hall makes and every execution it runs leaves a receipt.
+Receipts are chained (each names the hash of the one before), signed with the
+hall's Ed25519 key over the DSSE pre-authentication encoding, committed to
+SQLite before the caller is answered, and summarised by signed Merkle
+checkpoints kept in a separate file (:mod:`pyhall_mcp.checkpoints`). Anyone
+holding the receipts and the public keys can verify the whole history offline
+with :func:`verify_log` (``pyhall audit verify``); the private key is never
+needed, printed, logged or put in a receipt.
+
+Receipt body, as the hall passes it (values are JSON without floats: times
+are integer microseconds, arguments and results appear only as digests):
+
+- ``kind``: ``"decision"`` | ``"outcome"`` | ``"approval"`` | ``"key_rotation"``.
+- decision receipts: ``correlation_id``, ``decision_id``, ``tenant_id``,
+  ``tool``, ``worker_id``, ``worker_species_id``, ``capability_id``,
+  ``decision`` (``"allowed"`` | ``"denied"`` | ``"held"`` | ``"dry_run"`` |
+  ``"invalid_arguments"`` | ``"unknown_tool"`` | ``"internal_error"``),
+  ``deny_code``, ``matched_rule_id``, ``policy_version``, ``blast_score``,
+  ``arguments_digest``, ``dry_run``, ``artifact_hash``, ``controls_verified``,
+  ``policy_decision``, ``dispatched_at``.
+- outcome receipts: ``decision_receipt_id``, ``correlation_id``, ``status``
+  (``"ok"`` | ``"error"`` | ``"timeout"`` | ``"cancelled"``),
+  ``result_digest``, ``duration_us``.
+- key rotation receipts (written by :meth:`ReceiptLog.open`): ``old_key_id``,
+  ``new_key_id``; signed by the new key.
+
+The log adds the chain fields: ``v`` (schema version), ``receipt_id``
+(``rcpt_`` + 32 random hex digits), ``seq`` (1-based, contiguous),
+``recorded_at_us``, ``prev_receipt_hash`` (None for seq 1),
+``signing_key_id``, then ``receipt_hash`` = SHA-256 hex of the RFC 8785
+canonical JSON of the receipt without ``receipt_hash`` and ``signature``, and
+``signature`` = base64 Ed25519 over ``pae(RECEIPT_PAYLOAD_TYPE,
+canonical_json(receipt without signature))``. So the DSSE payload of a receipt
+is its canonical form including its hash, and :func:`export_dsse` builds a
+standard envelope from the stored signature without re-signing.
+
+Writes go through one writer thread that owns the SQLite connection and the
+chain head (group commit): queued bodies are sealed in order, inserted in one
+transaction, committed (WAL, ``synchronous=FULL``), and only then are their
+callers answered. A failed write fails its callers with :class:`AuditError`
+and never advances the chain.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import sqlite3
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, NamedTuple, Protocol, runtime_checkable
+
+from .canonical import canonical_json
+from .checkpoints import (
+    Checkpoint,
+    MerkleFrontier,
+    append_checkpoint,
+    read_checkpoints,
+    sign_checkpoint,
+    time_of_us,
+)
+from .errors import AuditError, IntegrityError, SigningError
+from .layout import HallLayout
+from .signing import Keyring, SigningKey, b64decode, b64encode, pae
+
+try:  # POSIX: one writer per state directory
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
+
+__all__ = [
+    "RECEIPT_PAYLOAD_TYPE",
+    "RECEIPT_VERSION",
+    "Receipt",
+    "ReceiptLog",
+    "ReceiptStore",
+    "SQLiteReceiptStore",
+    "StoredRecord",
+    "VerifyReport",
+    "build_receipt",
+    "export_dsse",
+    "prepare_body",
+    "verify_log",
+    "verify_receipt",
+]
+
+#: DSSE payload type of a receipt: its canonical JSON, ``receipt_hash`` included.
+RECEIPT_PAYLOAD_TYPE = "application/vnd.pyhall.receipt+json"
+RECEIPT_VERSION = 1
+
+#: Fields the log sets; a body that carries one is refused.
+_CHAIN_FIELDS = frozenset(
+    {
+        "v",
+        "receipt_id",
+        "seq",
+        "recorded_at_us",
+        "prev_receipt_hash",
+        "signing_key_id",
+        "receipt_hash",
+        "signature",
+    }
+)
+_MAX_EXACT_INT = 2**53
+
+logger = logging.getLogger(__name__)
+
+
+def _now_us() -> int:
+    return time.time_ns() // 1000
+
+
+# -- building a receipt ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """A sealed receipt.
+
+    ``body`` is the full receipt, signature included; ``payload`` is the signed
+    DSSE payload: the canonical JSON of the receipt without its signature.
+    """
+
+    receipt_id: str
+    seq: int
+    receipt_hash: str
+    body: dict[str, Any] = field(repr=False, compare=False)
+    payload: bytes = field(repr=False, compare=False)
+
+    @classmethod
+    def from_record(cls, record: StoredRecord) -> Receipt:
+        body = json.loads(record.payload)
+        body["signature"] = record.signature
+        return cls(
+            record.receipt_id, record.seq, record.receipt_hash, body, record.payload.encode()
+        )
+
+
+def _plain(value: Any, where: str) -> Any:
+    """A copy of ``value`` made of exact JSON types; ValueError names the first bad place."""
+    if value is None or value is True or value is False:
+        return value
+    if isinstance(value, str):
+        return value if type(value) is str else str.__str__(value)
+    if isinstance(value, float):
+        raise ValueError(
+            f"{where}: floats are not allowed in receipts (use integers, e.g. microseconds)"
+        )
+    if isinstance(value, int):
+        if not -_MAX_EXACT_INT < value < _MAX_EXACT_INT:
+            raise ValueError(f"{where}: integer outside the exact JSON range (|n| < 2**53)")
+        return int(value)
+    if isinstance(value, Mapping):
+        copy = {}
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise ValueError(f"{where}: keys must be strings, not {type(key).__name__}")
+            copy[str.__str__(key)] = _plain(item, f"{where}.{key}")
+        return copy
+    if isinstance(value, (list, tuple)):
+        return [_plain(item, f"{where}[{index}]") for index, item in enumerate(value)]
+    raise ValueError(f"{where}: {type(value).__name__} is not a JSON value")
+
+
+def prepare_body(body: Mapping[str, Any]) -> dict[str, Any]:
+    """Check a caller's receipt body and return a plain copy; ValueError says what is wrong."""
+    if not isinstance(body, Mapping):
+        raise ValueError("a receipt body must be a mapping")
+    plain = _plain(body, "body")
+    reserved = sorted(_CHAIN_FIELDS & plain.keys())
+    if reserved:
+        raise ValueError(f"body: {', '.join(reserved)} are set by the receipt log, not the caller")
+    kind = plain.get("kind")
+    if not isinstance(kind, str) or not kind:
+        raise ValueError("body.kind: required, a non-empty string")
+    return plain
+
+
+def _new_receipt_id() -> str:
+    return "rcpt_" + uuid.uuid4().hex
+
+
+def _seal(
+    body: dict[str, Any],
+    *,
+    seq: int,
+    prev_receipt_hash: str | None,
+    key: SigningKey,
+    receipt_id: str | None = None,
+    recorded_at_us: int | None = None,
+) -> Receipt:
+    """The one place a receipt is built: chain fields, hash, signature."""
+    receipt = dict(body)
+    receipt["v"] = RECEIPT_VERSION
+    receipt["receipt_id"] = receipt_id or _new_receipt_id()
+    receipt["seq"] = seq
+    receipt["recorded_at_us"] = _now_us() if recorded_at_us is None else recorded_at_us
+    receipt["prev_receipt_hash"] = prev_receipt_hash
+    receipt["signing_key_id"] = key.key_id
+    receipt_hash = hashlib.sha256(canonical_json(receipt)).hexdigest()
+    receipt["receipt_hash"] = receipt_hash
+    payload = canonical_json(receipt)
+    receipt["signature"] = b64encode(key.sign(pae(RECEIPT_PAYLOAD_TYPE, payload)))
+    return Receipt(receipt["receipt_id"], seq, receipt_hash, receipt, payload)
+
+
+def build_receipt(
+    body: Mapping[str, Any],
+    *,
+    seq: int,
+    prev_receipt_hash: str | None,
+    key: SigningKey,
+    receipt_id: str | None = None,
+    recorded_at_us: int | None = None,
+) -> Receipt:
+    """Seal ``body`` as receipt ``seq`` chained to ``prev_receipt_hash``, signed by ``key``.
+
+    :class:`ReceiptLog` is the normal way to write receipts; this is for tools
+    and tests that need a receipt outside a log.
+    """
+    return _seal(
+        prepare_body(body),
+        seq=seq,
+        prev_receipt_hash=prev_receipt_hash,
+        key=key,
+        receipt_id=receipt_id,
+        recorded_at_us=recorded_at_us,
+    )
+
+
+def export_dsse(receipt_body: Mapping[str, Any]) -> dict[str, Any]:
+    """The receipt as a standard DSSE envelope, reusing its signature."""
+    try:
+        signature = receipt_body["signature"]
+        key_id = receipt_body["signing_key_id"]
+    except KeyError as exc:
+        raise ValueError(f"not a sealed receipt: no {exc.args[0]}") from None
+    unsigned = {k: v for k, v in receipt_body.items() if k != "signature"}
+    # The payload is the canonical receipt without its signature: exactly what was signed.
+    return {
+        "payloadType": RECEIPT_PAYLOAD_TYPE,
+        "payload": b64encode(canonical_json(unsigned)),
+        "signatures": [{"keyid": key_id, "sig": signature}],
+    }
+
+
+# -- storage ------------------------------------------------------------------------
+
+
+class StoredRecord(NamedTuple):
+    """One stored receipt: its signed payload (canonical JSON) and base64 signature."""
+
+    seq: int
+    receipt_id: str
+    receipt_hash: str
+    payload: str
+    signature: str
+
+    @classmethod
+    def of(cls, receipt: Receipt) -> StoredRecord:
+        return cls(
+            receipt.seq,
+            receipt.receipt_id,
+            receipt.receipt_hash,
+            receipt.payload.decode("utf-8"),
+            receipt.body["signature"],
+        )
+
+
+@runtime_checkable
+class ReceiptStore(Protocol):
+    """Where receipts live. SQLite by default; a server database can stand in.
+
+    ``append_batch`` is atomic and durable when it returns. Only the log's
+    writer thread calls it; reads may come from any thread.
+    """
+
+    def append_batch(self, records: Sequence[StoredRecord]) -> None: ...
+
+    def head(self) -> StoredRecord | None: ...
+
+    def get(self, receipt_id: str) -> StoredRecord | None: ...
+
+    def iter_range(self, start_seq: int, end_seq: int | None = None) -> Iterator[StoredRecord]: ...
+
+    def iter_all(self) -> Iterator[StoredRecord]: ...
+
+    def count(self) -> int: ...
+
+    def close(self) -> None: ...
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS receipts (
+    seq INTEGER PRIMARY KEY CHECK (seq > 0),
+    receipt_id TEXT NOT NULL UNIQUE,
+    receipt_hash TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    signature TEXT NOT NULL
+)
+"""
+_COLUMNS = "seq, receipt_id, receipt_hash, payload, signature"
+_SCHEMA_VERSION = 1
+_PAGE = 2000
+
+
+class SQLiteReceiptStore:
+    """Receipts in one SQLite table (WAL, ``synchronous=FULL``), keyed by ``seq``.
+
+    A transaction is all-or-nothing, so a crash never leaves a half-written
+    row: the last row present is complete. One connection, guarded by a lock.
+    """
+
+    def __init__(self, path: str | Path, *, readonly: bool = False) -> None:
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        try:
+            if readonly:
+                if not self.path.exists():
+                    raise AuditError(f"no audit log at {self.path}")
+                uri = self.path.resolve().as_uri() + "?mode=ro"
+                self._conn = sqlite3.connect(
+                    uri, uri=True, isolation_level=None, check_same_thread=False
+                )
+            else:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._conn = sqlite3.connect(
+                    self.path, isolation_level=None, check_same_thread=False
+                )
+                mode = self._conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+                if str(mode).lower() != "wal":
+                    raise AuditError(f"{self.path}: SQLite refused WAL mode ({mode})")
+                self._conn.execute("PRAGMA synchronous=FULL")
+                with self._conn:
+                    tables = self._conn.execute(
+                        "SELECT count(*) FROM sqlite_master WHERE name = 'receipts'"
+                    ).fetchone()[0]
+                    if not tables:
+                        self._conn.execute(_SCHEMA)
+                        self._conn.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
+            version = self._conn.execute("PRAGMA user_version").fetchone()[0]
+        except sqlite3.Error as exc:
+            raise AuditError(f"{self.path}: cannot open the audit log: {exc}") from None
+        if version != _SCHEMA_VERSION:
+            self._conn.close()
+            raise AuditError(
+                f"{self.path}: not a pyhall receipt log of schema {_SCHEMA_VERSION} "
+                f"(found {version})"
+            )
+
+    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[StoredRecord]:
+        with self._lock:
+            try:
+                rows = self._conn.execute(sql, params).fetchall()
+            except sqlite3.Error as exc:
+                raise AuditError(f"{self.path}: cannot read receipts: {exc}") from None
+        return [StoredRecord(*row) for row in rows]
+
+    def append_batch(self, records: Sequence[StoredRecord]) -> None:
+        if not records:
+            return
+        with self._lock:
+            conn = self._conn
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                conn.executemany(
+                    f"INSERT INTO receipts ({_COLUMNS}) VALUES (?, ?, ?, ?, ?)", records
+                )
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
+                raise
+
+    def head(self) -> StoredRecord | None:
+        rows = self._query(f"SELECT {_COLUMNS} FROM receipts ORDER BY seq DESC LIMIT 1")
+        return rows[0] if rows else None
+
+    def get(self, receipt_id: str) -> StoredRecord | None:
+        rows = self._query(f"SELECT {_COLUMNS} FROM receipts WHERE receipt_id = ?", (receipt_id,))
+        return rows[0] if rows else None
+
+    def iter_range(self, start_seq: int, end_seq: int | None = None) -> Iterator[StoredRecord]:
+        """Records with ``start_seq <= seq <= end_seq`` in order, read a page at a time."""
+        last = end_seq if end_seq is not None else 2**63 - 1
+        next_seq = start_seq
+        while next_seq <= last:
+            page = self._query(
+                f"SELECT {_COLUMNS} FROM receipts WHERE seq >= ? AND seq <= ? ORDER BY seq LIMIT ?",
+                (next_seq, last, _PAGE),
+            )
+            yield from page
+            if len(page) < _PAGE:
+                return
+            next_seq = page[-1].seq + 1
+
+    def iter_all(self) -> Iterator[StoredRecord]:
+        return self.iter_range(1)
+
+    def count(self) -> int:
+        with self._lock:
+            return self._conn.execute("SELECT count(*) FROM receipts").fetchone()[0]
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+
+# -- checking one receipt -------------------------------------------------------------
+
+#: Chain fields every stored payload carries, with their JSON types.
+_PAYLOAD_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "v": int,
+    "kind": str,
+    "receipt_id": str,
+    "seq": int,
+    "recorded_at_us": int,
+    "prev_receipt_hash": (str, type(None)),
+    "signing_key_id": str,
+    "receipt_hash": str,
+}
+
+
+class _Broken(Exception):
+    """A record fails a check; the message is the problem."""
+
+
+def _parse_payload(payload: str) -> dict[str, Any]:
+    """Parse a signed payload and check its chain fields' shape."""
+    try:
+        body = json.loads(payload)
+    except ValueError:
+        raise _Broken("record is not valid JSON (torn or corrupted)") from None
+    if not isinstance(body, dict):
+        raise _Broken("record is not a JSON object")
+    for name, kind in _PAYLOAD_FIELDS.items():
+        value = body.get(name, ...)
+        if value is ... or not isinstance(value, kind) or isinstance(value, bool):
+            raise _Broken(f"field {name!r} is missing or has the wrong type")
+    if "signature" in body:
+        raise _Broken("the signed payload must not hold a signature")
+    if body["v"] != RECEIPT_VERSION:
+        raise _Broken(f"unknown receipt version {body['v']}")
+    return body
+
+
+def _check_hash(body: dict[str, Any], stored_hash: str | None = None) -> None:
+    """``receipt_hash`` must be the hash of the payload's other fields (and of its row)."""
+    hashed = dict(body)
+    del hashed["receipt_hash"]
+    try:
+        receipt_hash = hashlib.sha256(canonical_json(hashed)).hexdigest()
+    except (ValueError, TypeError) as exc:
+        raise _Broken(f"record cannot be canonicalised: {exc}") from None
+    if receipt_hash != body["receipt_hash"]:
+        raise _Broken("receipt_hash does not match the record's contents (record was altered)")
+    if stored_hash is not None and stored_hash != receipt_hash:
+        raise _Broken("the stored receipt_hash column does not match the record")
+
+
+def _check_signature(
+    keyring: Keyring, key_id: str, recorded_at_us: int, payload: bytes, signature: str
+) -> None:
+    """Ed25519 over the DSSE PAE of the payload, by a key trusted for receipts then."""
+    try:
+        keyring.verify(
+            key_id,
+            pae(RECEIPT_PAYLOAD_TYPE, payload),
+            b64decode(signature),
+            purpose="receipts",
+            when=time_of_us(recorded_at_us),
+        )
+    except SigningError as exc:
+        raise _Broken(f"signature: {exc.message}") from None
+    except (ValueError, TypeError):
+        raise _Broken("signature is not base64") from None
+    except OverflowError:
+        raise _Broken("recorded_at_us is out of range") from None
+
+
+def _check_record(record: StoredRecord, keyring: Keyring) -> dict[str, Any]:
+    """One stored record on its own: shape, row, hash and signature."""
+    body = _parse_payload(record.payload)
+    if body["seq"] != record.seq or body["receipt_id"] != record.receipt_id:
+        raise _Broken("the record does not match its row (seq or receipt_id)")
+    _check_hash(body, record.receipt_hash)
+    _check_signature(
+        keyring,
+        body["signing_key_id"],
+        body["recorded_at_us"],
+        record.payload.encode("utf-8"),
+        record.signature,
+    )
+    return body
+
+
+def verify_receipt(receipt_body: Mapping[str, Any], keyring: Keyring) -> None:
+    """Check one receipt's hash and signature (not its place in the chain).
+
+    Raises :class:`IntegrityError` naming the problem.
+    """
+    seq, receipt_id = receipt_body.get("seq"), receipt_body.get("receipt_id")
+    try:
+        unsigned = dict(receipt_body)
+        signature = unsigned.pop("signature", None)
+        if not isinstance(signature, str):
+            raise _Broken("the receipt has no signature")
+        payload = canonical_json(unsigned).decode("utf-8")
+        record = StoredRecord(seq, receipt_id, unsigned.get("receipt_hash"), payload, signature)  # type: ignore[arg-type]
+        _check_record(record, keyring)
+    except (_Broken, TypeError, ValueError) as exc:
+        raise IntegrityError(str(exc), seq=seq, receipt_id=receipt_id) from None
+
+
+# -- the log --------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Pending:
+    body: dict[str, Any]
+    enqueued: float
+    loop: asyncio.AbstractEventLoop | None
+    future: asyncio.Future[Receipt] | concurrent.futures.Future[Receipt]
+
+
+def _resolve(items: list[tuple[asyncio.Future[Receipt], Receipt | None, Exception | None]]) -> None:
+    for future, receipt, error in items:
+        if future.done():  # the caller gave up (cancelled); the receipt stands
+            continue
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(receipt)  # type: ignore[arg-type]
+
+
+def _settle(results: list[tuple[_Pending, Receipt | None, Exception | None]]) -> None:
+    """Answer waiting callers: one wake-up per event loop, not one per receipt."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[Any]] = {}
+    for pending, receipt, error in results:
+        if pending.loop is None:
+            future = pending.future
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(receipt)  # type: ignore[arg-type]
+        else:
+            by_loop.setdefault(pending.loop, []).append((pending.future, receipt, error))
+    for loop, items in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # loop closed: nobody is waiting
+            loop.call_soon_threadsafe(_resolve, items)
+
+
+def _lock_state(layout: HallLayout) -> int | None:
+    """Hold an exclusive lock on the state directory: one chain head, one writer."""
+    if fcntl is None:  # pragma: no cover
+        return None
+    layout.state_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(layout.state_dir / "audit.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise AuditError(
+            f"another process is writing the audit log in {layout.state_dir}; "
+            "one hall per state directory"
+        ) from None
+    return fd
+
+
+def _trust_own_key(layout: HallLayout, key: SigningKey) -> Keyring:
+    """Make sure the receipt keyring holds the hall key's public half."""
+    path = layout.receipt_keyring
+    ring = Keyring.load(path)
+    entry = ring.get(key.key_id)
+    if entry is None:
+        stamp = datetime.now(UTC).isoformat(timespec="seconds")
+        ring.add(key.trusted(["receipts"], note=f"hall receipt key, first used {stamp}"))
+        ring.save(path)
+    elif "receipts" not in entry.purposes or not entry.valid_at(datetime.now(UTC)):
+        raise SigningError(
+            f"the hall's signing key {key.key_id} is revoked, expired or not trusted for receipts",
+            file=str(path),
+            fix=f"move {layout.signing_key} away to rotate to a new key",
+        )
+    return ring
+
+
+class ReceiptLog:
+    """The hall's receipt log: one writer thread, group commit, signed checkpoints."""
+
+    def __init__(
+        self,
+        layout: HallLayout,
+        store: ReceiptStore,
+        key: SigningKey,
+        keyring: Keyring,
+        *,
+        checkpoint_every: int,
+        checkpoint_interval_s: float,
+        max_batch: int,
+        max_delay_ms: float,
+        lock_fd: int | None,
+    ) -> None:
+        if checkpoint_every < 1 or max_batch < 1 or checkpoint_interval_s <= 0 or max_delay_ms < 0:
+            raise ValueError("checkpoint_every, max_batch and the intervals must be positive")
+        self._layout = layout
+        self._store = store
+        self._key = key
+        self._keyring = keyring
+        self._every = checkpoint_every
+        self._interval = checkpoint_interval_s
+        self._max_batch = max_batch
+        self._max_delay = max_delay_ms / 1000
+        self._lock_fd = lock_fd
+        self._cond = threading.Condition()
+        self._queue: deque[_Pending] = deque()
+        self._closing = False
+        self._closed = False
+        self._broken: str | None = None
+        self._last_batch = 1
+        # Owned by the writer thread once it runs.
+        self._head: tuple[int, str | None] = (0, None)
+        self._head_key: str | None = None
+        self._tree = MerkleFrontier()
+        self._checkpointed = 0
+        self._checkpoint_at = time.monotonic()
+        self._thread = threading.Thread(target=self._run, name="pyhall-receipts", daemon=True)
+
+    # -- opening ------------------------------------------------------------------
+
+    @classmethod
+    def open(
+        cls,
+        layout: HallLayout,
+        *,
+        store: ReceiptStore | None = None,
+        checkpoint_every: int = 1000,
+        checkpoint_interval_s: float = 30.0,
+        max_batch: int = 256,
+        max_delay_ms: float = 2.0,
+    ) -> ReceiptLog:
+        """Open (or start) the hall's log: key, keyring, chain head, writer thread."""
+        lock_fd = _lock_state(layout)
+        try:
+            key, _ = SigningKey.load_or_create(layout.signing_key)
+            keyring = _trust_own_key(layout, key)
+            log = cls(
+                layout,
+                store if store is not None else SQLiteReceiptStore(layout.audit_db),
+                key,
+                keyring,
+                checkpoint_every=checkpoint_every,
+                checkpoint_interval_s=checkpoint_interval_s,
+                max_batch=max_batch,
+                max_delay_ms=max_delay_ms,
+                lock_fd=lock_fd,
+            )
+        except BaseException:
+            _unlock(lock_fd)
+            raise
+        try:
+            log._recover()
+            log._thread.start()
+            if log._head_key is not None and log._head_key != key.key_id:
+                log.record_sync(
+                    {"kind": "key_rotation", "old_key_id": log._head_key, "new_key_id": key.key_id}
+                )
+        except BaseException:
+            log.close()
+            raise
+        return log
+
+    def _recover(self) -> None:
+        """Load the chain head from the last record and the Merkle tree up to it."""
+        record = self._store.head()
+        if record is None:
+            self._head, self._head_key, self._tree = (0, None), None, MerkleFrontier()
+            self._resume_checkpoints(0, None)
+            return
+        try:
+            body = _check_record(record, self._keyring)
+        except _Broken as exc:
+            raise IntegrityError(
+                f"the last receipt (seq {record.seq}) does not verify: {exc}; "
+                "run `pyhall audit verify` before writing more",
+                seq=record.seq,
+                receipt_id=record.receipt_id,
+            ) from None
+        self._head = (record.seq, record.receipt_hash)
+        self._head_key = body["signing_key_id"]
+        self._tree = self._resume_checkpoints(record.seq, record.receipt_hash)
+
+    def _resume_checkpoints(self, size: int, head_hash: str | None) -> MerkleFrontier:
+        """Rebuild the Merkle tree, starting from the latest checkpoint that holds."""
+        try:
+            checkpoints, _ = read_checkpoints(self._layout.checkpoints)
+        except (OSError, ValueError) as exc:
+            logger.warning("ignoring unreadable checkpoints: %s", exc)
+            checkpoints = []
+        base: tuple[Checkpoint, MerkleFrontier] | None = None
+        for checkpoint in reversed(checkpoints):
+            try:
+                checkpoint.verify(self._keyring)
+                tree = checkpoint.frontier()
+            except (SigningError, ValueError, OverflowError):
+                continue
+            if checkpoint.size > size:
+                raise IntegrityError(
+                    f"the audit log ends at seq {size} but checkpoint line {checkpoint.line} "
+                    f"covers {checkpoint.size} receipts: its tail was truncated; "
+                    "run `pyhall audit verify`",
+                    seq=size + 1,
+                )
+            if self._hash_at(checkpoint.size) == checkpoint.head_hash:
+                base = (checkpoint, tree)
+                break
+        if base is None:
+            tree, start = MerkleFrontier(), 1
+            self._checkpointed = 0
+        else:
+            tree, start = base[1], base[0].size + 1
+            self._checkpointed = base[0].size
+        for record in self._store.iter_range(start, size):
+            tree.append(bytes.fromhex(record.receipt_hash))
+        if tree.size != size:
+            raise IntegrityError(f"the audit log has gaps before seq {size}", seq=size)
+        self._checkpoint_at = time.monotonic()
+        return tree
+
+    def _hash_at(self, seq: int) -> str | None:
+        if seq == 0:
+            return None
+        for record in self._store.iter_range(seq, seq):
+            return record.receipt_hash
+        return None
+
+    # -- writing --------------------------------------------------------------------
+
+    async def record(self, body: Mapping[str, Any]) -> Receipt:
+        """Seal and store a receipt; returns once it is committed to disk."""
+        plain = prepare_body(body)
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Receipt] = loop.create_future()
+        self._submit(_Pending(plain, time.monotonic(), loop, future))
+        return await future
+
+    def record_sync(self, body: Mapping[str, Any]) -> Receipt:
+        """:meth:`record` for code without an event loop (blocks until committed)."""
+        plain = prepare_body(body)
+        future: concurrent.futures.Future[Receipt] = concurrent.futures.Future()
+        self._submit(_Pending(plain, time.monotonic(), None, future))
+        return future.result()
+
+    def _submit(self, pending: _Pending) -> None:
+        with self._cond:
+            if self._broken is not None:
+                raise AuditError(f"the audit log is unavailable: {self._broken}")
+            if self._closing:
+                raise AuditError("the audit log is closed")
+            self._queue.append(pending)
+            self._cond.notify()
+
+    @property
+    def head(self) -> tuple[int, str | None]:
+        """(seq, receipt_hash) of the last committed receipt; (0, None) when empty."""
+        return self._head
+
+    @property
+    def count(self) -> int:
+        return self._head[0]
+
+    @property
+    def key_id(self) -> str:
+        return self._key.key_id
+
+    def get(self, receipt_id: str) -> Receipt | None:
+        record = self._store.get(receipt_id)
+        return Receipt.from_record(record) if record is not None else None
+
+    # -- the writer thread ---------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            while True:
+                batch = self._next_batch()
+                if batch is None:
+                    break
+                if batch:
+                    self._commit(batch)
+                self._maybe_checkpoint(force=False)
+            if self._broken is None:
+                self._maybe_checkpoint(force=True)
+        except BaseException as exc:  # a bug here must not leave callers hanging
+            logger.exception("receipt writer failed")
+            self._fail_queued(f"receipt writer failed: {exc!r}")
+
+    def _next_batch(self) -> list[_Pending] | None:
+        """Wait for work; None when closing with nothing left, [] when a checkpoint is due."""
+        with self._cond:
+            while not self._queue:
+                if self._closing:
+                    return None
+                wait = self._checkpoint_wait()
+                if wait is not None and wait <= 0:
+                    return []
+                self._cond.wait(wait)
+            # Under concurrent load the last batch's size predicts who is about to
+            # arrive; wait for them, but never past max_delay after the first item.
+            target = min(self._max_batch, self._last_batch)
+            deadline = self._queue[0].enqueued + self._max_delay
+            while len(self._queue) < target and not self._closing:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._cond.wait(remaining)
+            size = min(len(self._queue), self._max_batch)
+            batch = [self._queue.popleft() for _ in range(size)]
+        self._last_batch = size
+        return batch
+
+    def _checkpoint_wait(self) -> float | None:
+        if self._tree.size == self._checkpointed:
+            return None
+        return self._checkpoint_at + self._interval - time.monotonic()
+
+    def _commit(self, batch: list[_Pending]) -> None:
+        if self._broken is not None:
+            error = AuditError(f"the audit log is unavailable: {self._broken}")
+            _settle([(pending, None, error) for pending in batch])
+            return
+        seq, prev = self._head
+        records: list[StoredRecord] = []
+        results: list[tuple[_Pending, Receipt | None, Exception | None]] = []
+        for pending in batch:
+            try:
+                receipt = _seal(pending.body, seq=seq + 1, prev_receipt_hash=prev, key=self._key)
+                records.append(StoredRecord.of(receipt))
+            except Exception as exc:  # fail this item only; the chain has not moved
+                results.append((pending, None, AuditError(f"could not seal a receipt: {exc}")))
+                continue
+            seq, prev = receipt.seq, receipt.receipt_hash
+            results.append((pending, receipt, None))
+        try:
+            self._store.append_batch(records)
+        except Exception as exc:
+            logger.error("could not store %d receipts: %s", len(records), exc)
+            error = AuditError(f"could not store the receipt: {exc}")
+            _settle([(pending, None, error) for pending in batch])
+            self._resync()
+            return
+        for record in records:
+            self._tree.append(bytes.fromhex(record.receipt_hash))
+        self._head = (seq, prev)
+        self._head_key = self._key.key_id
+        _settle(results)
+
+    def _resync(self) -> None:
+        """After a failed write, trust only what the store holds."""
+        try:
+            self._recover()
+        except Exception as exc:
+            logger.error("audit log unavailable: %s", exc)
+            self._fail_queued(f"cannot recover the chain head: {exc}")
+
+    def _fail_queued(self, reason: str) -> None:
+        with self._cond:
+            self._broken = reason
+            waiting = list(self._queue)
+            self._queue.clear()
+        error = AuditError(f"the audit log is unavailable: {reason}")
+        _settle([(pending, None, error) for pending in waiting])
+
+    def _maybe_checkpoint(self, *, force: bool) -> None:
+        size = self._tree.size
+        if size == self._checkpointed:
+            return
+        due = size - self._checkpointed >= self._every or (
+            time.monotonic() - self._checkpoint_at >= self._interval
+        )
+        if not (due or force):
+            return
+        checkpoint = sign_checkpoint(self._tree, self._head[1], self._key, _now_us())
+        try:
+            append_checkpoint(self._layout.checkpoints, checkpoint)
+        except OSError as exc:
+            # Receipts are safe in the log; retry at the next occasion.
+            logger.error("could not write a checkpoint to %s: %s", self._layout.checkpoints, exc)
+            self._checkpoint_at = time.monotonic()
+            return
+        self._checkpointed = size
+        self._checkpoint_at = time.monotonic()
+
+    # -- closing -------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Commit what is queued, write a final checkpoint, release the log."""
+        with self._cond:
+            if self._closed:
+                return
+            self._closing = True
+            self._cond.notify_all()
+        if self._thread.is_alive():
+            self._thread.join()
+        with self._cond:
+            self._closed = True
+        try:
+            self._store.close()
+        finally:
+            _unlock(self._lock_fd)
+            self._lock_fd = None
+
+    async def aclose(self) -> None:
+        await asyncio.to_thread(self.close)
+
+    def __enter__(self) -> ReceiptLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> ReceiptLog:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
+def _unlock(fd: int | None) -> None:
+    if fd is not None:
+        os.close(fd)  # closing the descriptor releases the flock
+
+
+# -- verification ----------------------------------------------------------------------
+
+
+@dataclass
+class VerifyReport:
+    """What :func:`verify_log` found. ``first_error`` is ``{seq, receipt_id, problem}``."""
+
+    ok: bool
+    count: int
+    checkpoint_size: int | None
+    first_error: dict[str, Any] | None = None
+    head_hash: str | None = None
+    key_ids: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "count": self.count,
+            "checkpoint_size": self.checkpoint_size,
+            "first_error": self.first_error,
+            "head_hash": self.head_hash,
+            "key_ids": self.key_ids,
+            "warnings": self.warnings,
+        }
+
+
+def _problem(seq: int | None, receipt_id: str | None, problem: str) -> dict[str, Any]:
+    return {"seq": seq, "receipt_id": receipt_id, "problem": problem}
+
+
+#: (seq, receipt_id, signing_key_id, recorded_at_us, payload, signature)
+_SigJob = tuple[int, str, str, int, bytes, str]
+_CHUNK = 1024
+
+
+def _check_signatures(keyring: Keyring, jobs: list[_SigJob]) -> dict[str, Any] | None:
+    """Signature checks for a run of receipts (Ed25519 releases the GIL: runs in threads)."""
+    for seq, receipt_id, key_id, recorded_at_us, payload, signature in jobs:
+        try:
+            _check_signature(keyring, key_id, recorded_at_us, payload, signature)
+        except _Broken as exc:
+            return _problem(seq, receipt_id, str(exc))
+    return None
+
+
+class _ChainWalk:
+    """The sequential part of verification: order, links, hashes, keys, checkpoints."""
+
+    def __init__(self, checkpoints: list[Checkpoint]) -> None:
+        self.expected = 1
+        self.prev_hash: str | None = None
+        self.key_id: str | None = None
+        self.key_ids: list[str] = []
+        self.tree = MerkleFrontier()
+        self.by_size: dict[int, list[Checkpoint]] = {}
+        for checkpoint in checkpoints:
+            self.by_size.setdefault(checkpoint.size, []).append(checkpoint)
+
+    def step(self, record: StoredRecord) -> _SigJob:
+        """Check one record in order; raise _Broken with the problem."""
+        seq = self.expected
+        if record.seq != seq:
+            raise _Broken(
+                f"receipt seq {seq} is missing (the next stored record is seq {record.seq})"
+            )
+        body = _parse_payload(record.payload)
+        if body["seq"] != seq:
+            raise _Broken(f"the record stored at seq {seq} says it is seq {body['seq']}")
+        if body["receipt_id"] != record.receipt_id:
+            raise _Broken("the record's receipt_id differs from its row")
+        if body["prev_receipt_hash"] != self.prev_hash:
+            raise _Broken(
+                f"prev_receipt_hash does not match the hash of seq {seq - 1}: the chain is broken"
+                if seq > 1
+                else "the first receipt must have prev_receipt_hash null"
+            )
+        _check_hash(body, record.receipt_hash)
+        self._check_key(body)
+        self.tree.append(bytes.fromhex(body["receipt_hash"]))
+        for checkpoint in self.by_size.get(seq, ()):
+            self._check_checkpoint(checkpoint, body["receipt_hash"])
+        self.expected = seq + 1
+        self.prev_hash = body["receipt_hash"]
+        return (
+            seq,
+            record.receipt_id,
+            body["signing_key_id"],
+            body["recorded_at_us"],
+            record.payload.encode("utf-8"),
+            record.signature,
+        )
+
+    def _check_key(self, body: Mapping[str, Any]) -> None:
+        key_id = body["signing_key_id"]
+        if body["kind"] == "key_rotation":
+            old, new = body.get("old_key_id"), body.get("new_key_id")
+            if new != key_id:
+                raise _Broken("a key_rotation receipt must be signed by its new key")
+            if self.key_id is not None and old != self.key_id:
+                raise _Broken(f"key_rotation names old key {old} but the chain used {self.key_id}")
+        elif self.key_id is not None and key_id != self.key_id:
+            raise _Broken(
+                f"signing key changed from {self.key_id} to {key_id} without a key_rotation receipt"
+            )
+        if key_id != self.key_id:
+            self.key_ids.append(key_id)
+        self.key_id = key_id
+
+    def _check_checkpoint(self, checkpoint: Checkpoint, head_hash: str) -> None:
+        if checkpoint.root != self.tree.root().hex():
+            raise _Broken(
+                f"checkpoint line {checkpoint.line} (size {checkpoint.size}): the Merkle root of "
+                "the first receipts differs from the signed one (history was rewritten)"
+            )
+        if checkpoint.head_hash != head_hash:
+            raise _Broken(
+                f"checkpoint line {checkpoint.line}: head_hash differs from this receipt's hash"
+            )
+
+
+def verify_log(
+    layout: HallLayout,
+    *,
+    keyring: Keyring | None = None,
+    store: ReceiptStore | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> VerifyReport:
+    """Verify the whole receipt log and its checkpoints; never needs the private key.
+
+    ``keyring`` defaults to the hall's receipt keyring (``layout.receipt_keyring``);
+    pass a copy kept elsewhere to avoid trusting the state directory.
+    """
+    ring = keyring if keyring is not None else Keyring.load(layout.receipt_keyring)
+    try:
+        checkpoints, warnings = read_checkpoints(layout.checkpoints)
+    except ValueError as exc:
+        return VerifyReport(False, 0, None, _problem(None, None, str(exc)))
+    latest = checkpoints[-1] if checkpoints else None
+    previous = 0
+    for checkpoint in checkpoints:
+        where = f"checkpoint line {checkpoint.line}"
+        try:
+            checkpoint.verify(ring)
+        except (SigningError, OverflowError) as exc:
+            message = exc.message if isinstance(exc, SigningError) else str(exc)
+            return VerifyReport(
+                False,
+                0,
+                latest.size if latest else None,
+                _problem(checkpoint.size, None, f"{where}: {message}"),
+            )
+        if checkpoint.size < previous:
+            return VerifyReport(
+                False,
+                0,
+                latest.size if latest else None,
+                _problem(checkpoint.size, None, f"{where}: size went down from {previous}"),
+            )
+        previous = checkpoint.size
+
+    owned = store is None
+    if store is None and layout.audit_db.exists():
+        store = SQLiteReceiptStore(layout.audit_db, readonly=True)
+    try:
+        walk = _ChainWalk(checkpoints)
+        error = _walk(store, walk, ring, progress) if store is not None else None
+    finally:
+        if owned and store is not None:
+            store.close()
+
+    count = walk.expected - 1
+    if store is None:
+        warnings.append(f"no audit log at {layout.audit_db}")
+    if error is None and latest is not None and latest.size > count:
+        error = _problem(
+            count + 1,
+            None,
+            f"receipt seq {count + 1} is missing: checkpoint line {latest.line} covers "
+            f"{latest.size} receipts but the log ends at seq {count} (its tail was truncated)",
+        )
+    if error is None and latest is None and count:
+        warnings.append("no checkpoint yet: truncation of the log's tail cannot be detected")
+    return VerifyReport(
+        ok=error is None,
+        count=count,
+        checkpoint_size=latest.size if latest else None,
+        first_error=error,
+        head_hash=walk.prev_hash,
+        key_ids=walk.key_ids,
+        warnings=warnings,
+    )
+
+
+def _walk(
+    store: ReceiptStore,
+    walk: _ChainWalk,
+    keyring: Keyring,
+    progress: Callable[[int, int], None] | None,
+) -> dict[str, Any] | None:
+    """Stream the log through ``walk``; signatures are checked in a thread pool."""
+    total = store.count()
+    workers = max(1, min(4, os.cpu_count() or 1))
+    structural: dict[str, Any] | None = None
+    signature: dict[str, Any] | None = None
+    in_flight: deque[concurrent.futures.Future[dict[str, Any] | None]] = deque()
+    with concurrent.futures.ThreadPoolExecutor(workers, "pyhall-verify") as pool:
+        jobs: list[_SigJob] = []
+        for record in store.iter_all():
+            try:
+                jobs.append(walk.step(record))
+            except _Broken as exc:
+                structural = _problem(walk.expected, record.receipt_id, str(exc))
+                break
+            if len(jobs) == _CHUNK:
+                in_flight.append(pool.submit(_check_signatures, keyring, jobs))
+                jobs = []
+                if progress is not None:
+                    progress(walk.expected - 1, total)
+                while len(in_flight) > 2 * workers:
+                    signature = in_flight.popleft().result()
+                    if signature is not None:
+                        break
+                if signature is not None:
+                    break
+        if jobs and signature is None:
+            in_flight.append(pool.submit(_check_signatures, keyring, jobs))
+        # Chunks finish in order, so the first failing one holds the earliest bad seq.
+        while in_flight and signature is None:
+            signature = in_flight.popleft().result()
+        for future in in_flight:
+            future.cancel()
+    if progress is not None:
+        progress(walk.expected - 1, total)
+    return signature or structural

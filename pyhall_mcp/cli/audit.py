@@ -1,0 +1,307 @@
+"""``pyhall audit``: verify, read and export the hall's signed receipt log.
+
+Every command here reads the receipts and public keys only; none needs (or
+touches) the hall's private signing key, so a third party can run them on a
+copy of the state directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC
+from pathlib import Path
+from typing import Any
+
+from ..audit import (
+    Receipt,
+    SQLiteReceiptStore,
+    export_dsse,
+    verify_log,
+    verify_receipt,
+)
+from ..checkpoints import time_of_us
+from ..errors import IntegrityError
+from ..layout import HallLayout
+from ..signing import Keyring
+from ._common import (
+    EXIT_CONFIG,
+    EXIT_NO,
+    EXIT_USAGE,
+    CommandFailed,
+    add_hall_arg,
+    add_json_arg,
+    emit,
+    hall_dir,
+)
+
+__all__ = ["register"]
+
+#: Logs at least this long show progress on stderr while they verify.
+_PROGRESS_FROM = 20_000
+_FOLLOW_POLL_S = 0.5
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "audit",
+        help="verify, read and export the signed receipt log",
+        description="Verify, read and export the hall's signed, hash-chained receipt log. "
+        "Needs only the receipts and the public keys.",
+    )
+    sub = parser.add_subparsers(dest="audit_command", metavar="SUBCOMMAND")
+
+    def usage(args: argparse.Namespace) -> int:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+
+    parser.set_defaults(func=usage)
+
+    verify = sub.add_parser(
+        "verify",
+        help="check the chain, hashes, signatures and latest checkpoint",
+        description="Exit 0 when every receipt's order, chain link, hash and signature hold "
+        "and the latest checkpoint matches; exit 1 naming the first broken record otherwise.",
+    )
+    _common_args(verify)
+    verify.add_argument(
+        "--keyring",
+        metavar="FILE",
+        help="trusted receipt public keys (default: the state directory's keys/receipt-keys.yaml;"
+        " pass a copy kept elsewhere to trust nothing in the state directory)",
+    )
+    verify.set_defaults(func=run_verify)
+
+    tail = sub.add_parser(
+        "tail",
+        help="show the latest receipts",
+        description="Show the latest receipts; "
+        "with --json, one full receipt per line (JSON Lines).",
+    )
+    _common_args(tail)
+    tail.add_argument("-n", type=int, default=10, metavar="N", help="how many (default 10)")
+    tail.add_argument("--follow", "-f", action="store_true", help="keep printing new receipts")
+    tail.set_defaults(func=run_tail)
+
+    show = sub.add_parser("show", help="show one receipt and check its hash and signature")
+    _common_args(show)
+    show.add_argument("receipt_id", metavar="RECEIPT_ID", help="a receipt id (or a seq number)")
+    show.set_defaults(func=run_show)
+
+    export = sub.add_parser(
+        "export",
+        help="export receipts as DSSE envelopes (JSON Lines)",
+        description="Write every receipt as a standard DSSE envelope, one per line, "
+        "reusing its signature.",
+    )
+    _common_args(export)
+    export.add_argument(
+        "--dsse", action="store_true", required=True, help="DSSE envelopes (the only format)"
+    )
+    export.add_argument("--out", metavar="FILE", help="write here instead of stdout")
+    export.set_defaults(func=run_export)
+
+
+def _common_args(parser: argparse.ArgumentParser) -> None:
+    add_hall_arg(parser)
+    add_json_arg(parser)
+
+
+def _layout(args: argparse.Namespace) -> HallLayout:
+    root = hall_dir(args)
+    if not root.is_dir():
+        raise CommandFailed(f"no hall directory at {root}", EXIT_CONFIG)
+    return HallLayout.for_hall(root)
+
+
+def _open_store(layout: HallLayout) -> SQLiteReceiptStore | None:
+    if not layout.audit_db.exists():
+        return None
+    return SQLiteReceiptStore(layout.audit_db, readonly=True)
+
+
+# -- verify ---------------------------------------------------------------------------
+
+
+def _progress_printer() -> Callable[[int, int], None]:
+    interactive = sys.stderr.isatty()
+    shown = {"tenth": -1}
+
+    def progress(done: int, total: int) -> None:
+        if total < _PROGRESS_FROM:
+            return
+        if interactive:
+            end = "\n" if done >= total else ""
+            sys.stderr.write(f"\rverifying receipts: {done:,}/{total:,}{end}")
+        else:
+            tenth = done * 10 // total
+            if tenth == shown["tenth"]:
+                return
+            shown["tenth"] = tenth
+            sys.stderr.write(f"verifying receipts: {done:,}/{total:,}\n")
+        sys.stderr.flush()
+
+    return progress
+
+
+def run_verify(args: argparse.Namespace) -> int:
+    layout = _layout(args)
+    keyring = Keyring.load(args.keyring, missing_ok=False) if args.keyring else None
+    report = verify_log(layout, keyring=keyring, progress=_progress_printer())
+    data = report.as_dict()
+    if not report.ok:
+        error = report.first_error or {}
+        where = f"receipt seq {error.get('seq')}" if error.get("seq") is not None else "log"
+        if error.get("receipt_id"):
+            where += f" ({error['receipt_id']})"
+        raise CommandFailed(
+            f"the audit log does NOT verify: first broken record: {where}: {error.get('problem')}",
+            EXIT_NO,
+            details=data,
+        )
+    lines = [
+        f"audit log OK: {report.count:,} receipts; order, chain links, hashes and "
+        "signatures verify",
+        (
+            f"latest checkpoint covers {report.checkpoint_size:,} receipts and matches"
+            if report.checkpoint_size is not None
+            else "no checkpoint yet"
+        ),
+    ]
+    if report.head_hash:
+        lines.append(f"head hash: {report.head_hash}")
+    lines.extend(f"warning: {warning}" for warning in report.warnings)
+    emit(args, data, "\n".join(lines))
+    return 0
+
+
+# -- tail / show ------------------------------------------------------------------------
+
+
+def _when(body: dict[str, Any]) -> str:
+    try:
+        return time_of_us(body["recorded_at_us"]).astimezone(UTC).isoformat(timespec="milliseconds")
+    except (KeyError, TypeError, OverflowError):
+        return "?"
+
+
+def _summary(body: dict[str, Any]) -> str:
+    kind = body.get("kind")
+    if kind == "decision":
+        text = f"{body.get('decision')} {body.get('tool')} tenant={body.get('tenant_id')}"
+        return text + (f" {body['deny_code']}" if body.get("deny_code") else "")
+    if kind == "outcome":
+        return (
+            f"{body.get('status')} {body.get('duration_us')}us of {body.get('decision_receipt_id')}"
+        )
+    if kind == "key_rotation":
+        return f"{body.get('old_key_id')} -> {body.get('new_key_id')}"
+    return ""
+
+
+def _print_receipts(args: argparse.Namespace, receipts: Iterator[Receipt]) -> int:
+    last = 0
+    for receipt in receipts:
+        body = receipt.body
+        if args.json:
+            line = json.dumps(body, sort_keys=True, separators=(",", ":"))
+        else:
+            line = (
+                f"{receipt.seq:>8}  {_when(body)}  {body.get('kind')!s:<12} "
+                f"{_summary(body)}  {receipt.receipt_id}"
+            )
+        sys.stdout.write(line + "\n")
+        last = receipt.seq
+    sys.stdout.flush()
+    return last
+
+
+def run_tail(args: argparse.Namespace) -> int:
+    if args.n < 0:
+        raise CommandFailed("-n must be zero or more", EXIT_USAGE)
+    layout = _layout(args)
+    store = _open_store(layout)
+    last = 0
+    try:
+        if store is not None:
+            head = store.head()
+            if head is not None and args.n:
+                start = max(1, head.seq - args.n + 1)
+                records = store.iter_range(start)
+                last = _print_receipts(args, (Receipt.from_record(r) for r in records))
+            last = head.seq if head is not None else 0
+        elif not args.follow and not args.json:
+            sys.stderr.write(f"no receipts yet ({layout.audit_db} does not exist)\n")
+        while args.follow:
+            time.sleep(_FOLLOW_POLL_S)
+            if store is None:
+                store = _open_store(layout)
+                continue
+            records = store.iter_range(last + 1)
+            last = _print_receipts(args, (Receipt.from_record(r) for r in records)) or last
+    finally:
+        if store is not None:
+            store.close()
+    return 0
+
+
+def run_show(args: argparse.Namespace) -> int:
+    layout = _layout(args)
+    store = _open_store(layout)
+    record = None
+    if store is not None:
+        try:
+            if args.receipt_id.isdigit():
+                record = next(
+                    iter(store.iter_range(int(args.receipt_id), int(args.receipt_id))), None
+                )
+            else:
+                record = store.get(args.receipt_id)
+        finally:
+            store.close()
+    if record is None:
+        raise CommandFailed(f"no receipt {args.receipt_id} in {layout.audit_db}", EXIT_NO)
+    receipt = Receipt.from_record(record)
+    try:
+        verify_receipt(receipt.body, Keyring.load(layout.receipt_keyring))
+        check: dict[str, Any] = {"ok": True, "problem": None}
+    except IntegrityError as exc:
+        check = {"ok": False, "problem": str(exc)}
+    verdict = "hash and signature: OK" if check["ok"] else f"does NOT verify: {check['problem']}"
+    text = json.dumps(receipt.body, indent=2, sort_keys=True) + "\n" + verdict
+    emit(args, {"receipt": receipt.body, "check": check}, text)
+    return 0 if check["ok"] else EXIT_NO
+
+
+# -- export -----------------------------------------------------------------------------
+
+
+def run_export(args: argparse.Namespace) -> int:
+    layout = _layout(args)
+    store = _open_store(layout)
+    out = Path(args.out) if args.out else None
+    count = 0
+    sink = out.open("w", encoding="utf-8") if out else sys.stdout
+    try:
+        if store is not None:
+            for record in store.iter_all():
+                envelope = export_dsse(Receipt.from_record(record).body)
+                sink.write(json.dumps(envelope, separators=(",", ":")) + "\n")
+                count += 1
+    finally:
+        if store is not None:
+            store.close()
+        if out:
+            sink.close()
+        else:
+            sink.flush()
+    if out:
+        emit(
+            args,
+            {"exported": count, "out": str(out)},
+            f"exported {count:,} receipts as DSSE envelopes to {out}",
+        )
+    return 0

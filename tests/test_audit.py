@@ -1,0 +1,636 @@
+"""The receipt log: building, chaining, group commit, recovery, keys, tampering."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import itertools
+import json
+import shutil
+import sqlite3
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+import rfc8785
+import yaml
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from pyhall_mcp.audit import (
+    RECEIPT_PAYLOAD_TYPE,
+    Receipt,
+    ReceiptLog,
+    ReceiptStore,
+    SQLiteReceiptStore,
+    StoredRecord,
+    build_receipt,
+    export_dsse,
+    verify_log,
+    verify_receipt,
+)
+from pyhall_mcp.errors import AuditError, IntegrityError, SigningError
+from pyhall_mcp.layout import HallLayout
+from pyhall_mcp.signing import Keyring, SigningKey
+
+# -- helpers ---------------------------------------------------------------------------
+
+
+def decision(n: int, **extra: Any) -> dict[str, Any]:
+    body = {
+        "kind": "decision",
+        "correlation_id": f"corr-{n}",
+        "decision_id": f"dec-{n}",
+        "tenant_id": "acme",
+        "tool": "summarize_document",
+        "worker_id": "org.acme.summarizer",
+        "decision": "allowed",
+        "deny_code": None,
+        "blast_score": 12,
+        "arguments_digest": "sha256:" + "ab" * 32,
+        "dry_run": False,
+        "controls_verified": ["ctrl.a", "ctrl.b"],
+        "n": n,
+    }
+    body.update(extra)
+    return body
+
+
+@pytest.fixture
+def layout(tmp_path: Path) -> HallLayout:
+    return HallLayout.for_hall(tmp_path / "hall")
+
+
+def write_log(layout: HallLayout, count: int, **options: Any) -> list[Receipt]:
+    with ReceiptLog.open(layout, **options) as log:
+        return [log.record_sync(decision(n)) for n in range(count)]
+
+
+def db(layout: HallLayout) -> sqlite3.Connection:
+    return sqlite3.connect(layout.audit_db, isolation_level=None)
+
+
+def row(layout: HallLayout, seq: int) -> tuple[str, str, str, str]:
+    with db(layout) as conn:
+        return conn.execute(
+            "SELECT receipt_id, receipt_hash, payload, signature FROM receipts WHERE seq = ?",
+            (seq,),
+        ).fetchone()
+
+
+def set_row(layout: HallLayout, seq: int, **columns: str) -> None:
+    names = ", ".join(f"{name} = ?" for name in columns)
+    conn = db(layout)
+    conn.execute(f"UPDATE receipts SET {names} WHERE seq = ?", (*columns.values(), seq))
+    conn.close()
+
+
+def put_receipt(layout: HallLayout, receipt: Receipt, *, replace: bool) -> None:
+    record = StoredRecord.of(receipt)
+    conn = db(layout)
+    verb = "INSERT OR REPLACE" if replace else "INSERT"
+    conn.execute(f"{verb} INTO receipts VALUES (?, ?, ?, ?, ?)", tuple(record))
+    conn.close()
+
+
+def first_error(layout: HallLayout) -> dict[str, Any]:
+    report = verify_log(layout)
+    assert not report.ok, "tampering went undetected"
+    assert report.first_error is not None
+    return report.first_error
+
+
+# -- building receipts -------------------------------------------------------------------
+
+
+def test_chain_builds_and_verifies(layout: HallLayout) -> None:
+    receipts = write_log(layout, 40, checkpoint_every=16)
+    assert [r.seq for r in receipts] == list(range(1, 41))
+    assert receipts[0].body["prev_receipt_hash"] is None
+    for before, after in itertools.pairwise(receipts):
+        assert after.body["prev_receipt_hash"] == before.receipt_hash
+    assert len({r.receipt_id for r in receipts}) == 40
+    for receipt in receipts:
+        assert receipt.receipt_id.startswith("rcpt_") and len(receipt.receipt_id) == 37
+        assert isinstance(receipt.body["recorded_at_us"], int)
+        assert receipt.body["v"] == 1 and receipt.body["kind"] == "decision"
+
+    report = verify_log(layout)
+    assert report.ok, report.first_error
+    assert report.count == 40
+    assert report.checkpoint_size == 40  # the final checkpoint, written on close
+    assert report.head_hash == receipts[-1].receipt_hash
+    # checkpoints every 16 receipts, then the final one
+    lines = layout.checkpoints.read_text().splitlines()
+    assert [json.loads(line)["size"] for line in lines] == [16, 32, 40]
+
+
+def test_receipt_hash_and_signature_follow_the_documented_construction(
+    layout: HallLayout,
+) -> None:
+    receipt = write_log(layout, 1)[0]
+    body = dict(receipt.body)
+    signature = base64.b64decode(body.pop("signature"))
+    hashed = {k: v for k, v in body.items() if k != "receipt_hash"}
+    # independent RFC 8785 encoder, not the project's fast path
+    assert hashlib.sha256(rfc8785.dumps(hashed)).hexdigest() == receipt.receipt_hash
+    assert receipt.payload == rfc8785.dumps(body)
+    public = _trusted_public_key(layout, body["signing_key_id"])
+    public.verify(signature, _independent_pae(RECEIPT_PAYLOAD_TYPE, rfc8785.dumps(body)))
+
+
+def test_receipt_fields_are_exactly_body_plus_chain_fields(layout: HallLayout) -> None:
+    receipt = write_log(layout, 1)[0]
+    chain = {
+        "v",
+        "receipt_id",
+        "seq",
+        "recorded_at_us",
+        "prev_receipt_hash",
+        "signing_key_id",
+        "receipt_hash",
+        "signature",
+    }
+    assert set(receipt.body) == set(decision(0)) | chain
+
+
+@pytest.mark.parametrize(
+    "body, where",
+    [
+        ({"kind": "decision", "blast_score": 1.5}, "body.blast_score"),
+        ({"kind": "decision", "nested": {"list": [1, 2.0]}}, "body.nested.list[1]"),
+        ({"kind": "decision", "nan": float("nan")}, "body.nan"),
+    ],
+)
+def test_floats_are_refused(layout: HallLayout, body: dict[str, Any], where: str) -> None:
+    with ReceiptLog.open(layout) as log:
+        with pytest.raises(ValueError, match="floats are not allowed") as info:
+            log.record_sync(body)
+        assert where in str(info.value)
+        assert log.count == 0
+
+
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        ({"kind": "decision", "seq": 7}, "set by the receipt log"),
+        ({"kind": "decision", "signature": "x"}, "set by the receipt log"),
+        ({"decision": "allowed"}, "body.kind"),
+        ({"kind": "decision", 3: "x"}, "keys must be strings"),
+        ({"kind": "decision", "when": object()}, "not a JSON value"),
+        ({"kind": "decision", "big": 2**60}, "exact JSON range"),
+    ],
+)
+async def test_bad_bodies_are_refused_before_anything_is_written(
+    layout: HallLayout, body: dict[Any, Any], message: str
+) -> None:
+    async with ReceiptLog.open(layout) as log:
+        with pytest.raises(ValueError, match=message):
+            await log.record(body)
+        assert log.count == 0
+
+
+def test_tuples_and_str_subclasses_become_plain_json(layout: HallLayout) -> None:
+    import enum
+
+    class Decision(enum.StrEnum):
+        ALLOWED = "allowed"
+
+    with ReceiptLog.open(layout) as log:
+        receipt = log.record_sync({"kind": "decision", "decision": Decision.ALLOWED, "t": (1, 2)})
+    assert type(receipt.body["decision"]) is str and receipt.body["t"] == [1, 2]
+    assert verify_log(layout).ok
+
+
+# -- group commit, durability, failures ----------------------------------------------------
+
+
+class CountingStore:
+    """Wraps a store, counting batches; can be told to fail the next ``fail`` batches."""
+
+    def __init__(self, inner: ReceiptStore) -> None:
+        self.inner = inner
+        self.batches: list[int] = []
+        self.fail = 0
+
+    def append_batch(self, records: Sequence[StoredRecord]) -> None:
+        if self.fail:
+            self.fail -= 1
+            raise OSError("disk full (simulated)")
+        self.inner.append_batch(records)
+        self.batches.append(len(records))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+async def test_group_commit_keeps_order_and_answers_every_caller(layout: HallLayout) -> None:
+    store = CountingStore(SQLiteReceiptStore(layout.audit_db))
+    async with ReceiptLog.open(layout, store=store) as log:
+
+        async def caller(c: int) -> list[Receipt]:
+            mine = []
+            for i in range(25):
+                receipt = await log.record(decision(c * 1000 + i, caller=c))
+                assert receipt.body["caller"] == c and receipt.body["n"] == c * 1000 + i
+                mine.append(receipt)
+            return mine
+
+        results = await asyncio.gather(*(caller(c) for c in range(16)))
+    seqs = sorted(r.seq for mine in results for r in mine)
+    assert seqs == list(range(1, 401))
+    for mine in results:  # each caller's receipts are in the order it made them
+        assert [r.seq for r in mine] == sorted(r.seq for r in mine)
+    assert sum(store.batches) == 400
+    assert max(store.batches) > 1, "no batch ever held more than one receipt"
+    assert len(store.batches) < 400
+    report = verify_log(layout)
+    assert report.ok and report.count == 400
+
+
+async def test_a_receipt_is_durable_when_record_returns(layout: HallLayout) -> None:
+    async with ReceiptLog.open(layout) as log:
+        for n in range(5):
+            receipt = await log.record(decision(n))
+            # another connection, as another process would see it
+            other = sqlite3.connect(f"{layout.audit_db.as_uri()}?mode=ro", uri=True)
+            found = other.execute(
+                "SELECT seq FROM receipts WHERE receipt_id = ?", (receipt.receipt_id,)
+            ).fetchone()
+            other.close()
+            assert found == (receipt.seq,)
+            assert log.get(receipt.receipt_id) == receipt
+
+
+async def test_a_failed_write_fails_its_callers_and_loses_nothing(layout: HallLayout) -> None:
+    store = CountingStore(SQLiteReceiptStore(layout.audit_db))
+    async with ReceiptLog.open(layout, store=store) as log:
+        first = await log.record(decision(0))
+        store.fail = 1
+        with pytest.raises(AuditError, match="disk full"):
+            await log.record(decision(1))
+        assert log.head == (1, first.receipt_hash)  # the chain did not move
+        later = [await log.record(decision(n)) for n in range(2, 5)]
+        assert [r.seq for r in later] == [2, 3, 4]
+        assert later[0].body["prev_receipt_hash"] == first.receipt_hash
+        assert log.record_sync(decision(9)).seq == 5
+    assert verify_log(layout).ok
+
+
+def test_record_sync_from_many_threads(layout: HallLayout) -> None:
+    with ReceiptLog.open(layout) as log:
+        got: list[Receipt] = []
+        lock = threading.Lock()
+
+        def work(t: int) -> None:
+            for i in range(20):
+                receipt = log.record_sync(decision(t * 100 + i))
+                with lock:
+                    got.append(receipt)
+
+        threads = [threading.Thread(target=work, args=(t,)) for t in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert sorted(r.seq for r in got) == list(range(1, 121))
+    assert verify_log(layout).ok
+
+
+def test_record_after_close_is_refused(layout: HallLayout) -> None:
+    log = ReceiptLog.open(layout)
+    log.close()
+    with pytest.raises(AuditError, match="closed"):
+        log.record_sync(decision(0))
+
+
+def test_one_writer_per_state_directory(layout: HallLayout) -> None:
+    with ReceiptLog.open(layout), pytest.raises(AuditError, match="another process"):
+        ReceiptLog.open(layout)
+    ReceiptLog.open(layout).close()  # released on close
+
+
+def test_an_idle_log_writes_a_checkpoint_after_the_interval(layout: HallLayout) -> None:
+    with ReceiptLog.open(layout, checkpoint_interval_s=0.1) as log:
+        log.record_sync(decision(0))
+        log.record_sync(decision(1))
+        deadline = time.monotonic() + 5
+        while not layout.checkpoints.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        lines = layout.checkpoints.read_text().splitlines()
+        assert json.loads(lines[-1])["size"] == 2
+
+
+# -- recovery -----------------------------------------------------------------------------
+
+
+def test_reopen_continues_the_chain(layout: HallLayout) -> None:
+    first = write_log(layout, 12, checkpoint_every=5)
+    with ReceiptLog.open(layout, checkpoint_every=5) as log:
+        assert log.head == (12, first[-1].receipt_hash)
+        more = log.record_sync(decision(12))
+    assert more.seq == 13 and more.body["prev_receipt_hash"] == first[-1].receipt_hash
+    report = verify_log(layout)
+    assert report.ok and report.count == 13 and report.checkpoint_size == 13
+
+
+def test_reopen_without_checkpoints_rebuilds_the_tree(layout: HallLayout) -> None:
+    write_log(layout, 9)
+    layout.checkpoints.unlink()
+    with ReceiptLog.open(layout) as log:
+        log.record_sync(decision(9))
+    report = verify_log(layout)
+    assert report.ok and report.checkpoint_size == 10
+
+
+def test_open_refuses_a_tampered_last_record(layout: HallLayout) -> None:
+    write_log(layout, 3)
+    _, _, payload, _ = row(layout, 3)
+    set_row(layout, 3, payload=payload.replace('"allowed"', '"denied"'))
+    with pytest.raises(IntegrityError, match="seq 3") as info:
+        ReceiptLog.open(layout)
+    assert info.value.seq == 3
+
+
+def test_open_refuses_a_log_truncated_below_its_checkpoint(layout: HallLayout) -> None:
+    write_log(layout, 10)
+    with db(layout) as conn:
+        conn.execute("DELETE FROM receipts WHERE seq > 7")
+    with pytest.raises(IntegrityError, match="truncated"):
+        ReceiptLog.open(layout)
+
+
+# -- keys ----------------------------------------------------------------------------------
+
+
+def test_signing_key_is_owner_only_and_never_in_receipts(layout: HallLayout) -> None:
+    receipts = write_log(layout, 3)
+    assert layout.signing_key.stat().st_mode & 0o777 == 0o600
+    key = SigningKey.load(layout.signing_key)
+    secret = key._private.private_bytes_raw()  # test-only peek at the secret
+    blob = layout.audit_db.read_bytes() + layout.checkpoints.read_bytes()
+    blob += layout.receipt_keyring.read_bytes()
+    assert secret not in blob
+    assert base64.b64encode(secret) not in blob
+    assert all(r.body["signing_key_id"] == key.key_id for r in receipts)
+    assert "SigningKey(key_id=" in repr(key)
+
+
+def test_key_rotation_is_recorded_and_verifies(layout: HallLayout) -> None:
+    write_log(layout, 4)
+    old = SigningKey.load(layout.signing_key)
+    shutil.move(layout.signing_key, layout.state_dir / "old-signing.key")
+    with ReceiptLog.open(layout) as log:
+        new_key_id = log.key_id
+        after = log.record_sync(decision(99))
+    assert new_key_id != old.key_id
+    rotation = json.loads(row(layout, 5)[2])
+    assert rotation["kind"] == "key_rotation"
+    assert rotation["old_key_id"] == old.key_id
+    assert rotation["new_key_id"] == new_key_id == rotation["signing_key_id"]
+    assert after.seq == 6 and after.body["signing_key_id"] == new_key_id
+    report = verify_log(layout)
+    assert report.ok, report.first_error
+    assert report.key_ids == [old.key_id, new_key_id]
+    # both public halves are in the receipt keyring
+    assert {k.key_id for k in Keyring.load(layout.receipt_keyring)} == {old.key_id, new_key_id}
+
+    # A holder of the retired key cannot append after the rotation.
+    forged = build_receipt(decision(100), seq=7, prev_receipt_hash=after.receipt_hash, key=old)
+    put_receipt(layout, forged, replace=False)
+    error = first_error(layout)
+    assert error["seq"] == 7 and "without a key_rotation receipt" in error["problem"]
+
+
+def test_a_revoked_hall_key_refuses_to_start(layout: HallLayout) -> None:
+    write_log(layout, 1)
+    ring = yaml.safe_load(layout.receipt_keyring.read_text())
+    ring["keys"][0]["revoked"] = True
+    layout.receipt_keyring.write_text(yaml.safe_dump(ring))
+    with pytest.raises(SigningError, match="revoked"):
+        ReceiptLog.open(layout)
+
+
+# -- tampering ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def log30(layout: HallLayout) -> list[Receipt]:
+    return write_log(layout, 30, checkpoint_every=10)
+
+
+def test_editing_a_field_is_detected(layout: HallLayout, log30: list[Receipt]) -> None:
+    _, _, payload, _ = row(layout, 7)
+    set_row(layout, 7, payload=payload.replace('"allowed"', '"denied"'))
+    error = first_error(layout)
+    assert error["seq"] == 7 and error["receipt_id"] == log30[6].receipt_id
+    assert "receipt_hash does not match" in error["problem"]
+
+
+def test_editing_a_field_and_its_hash_is_caught_by_the_signature(
+    layout: HallLayout, log30: list[Receipt]
+) -> None:
+    body = json.loads(row(layout, 17)[2])
+    body["decision"] = "denied"
+    del body["receipt_hash"]
+    body["receipt_hash"] = hashlib.sha256(rfc8785.dumps(body)).hexdigest()
+    set_row(layout, 17, payload=rfc8785.dumps(body).decode(), receipt_hash=body["receipt_hash"])
+    error = first_error(layout)
+    # seq 18's link breaks too; the earliest problem is reported
+    assert error["seq"] == 17 and "signature" in error["problem"]
+
+
+def test_deleting_a_record_is_detected(layout: HallLayout, log30: list[Receipt]) -> None:
+    with db(layout) as conn:
+        conn.execute("DELETE FROM receipts WHERE seq = 12")
+    error = first_error(layout)
+    assert error["seq"] == 12 and "missing" in error["problem"]
+
+
+def test_swapping_two_records_is_detected(layout: HallLayout, log30: list[Receipt]) -> None:
+    five, six = row(layout, 5), row(layout, 6)
+    conn = db(layout)
+    conn.execute("DELETE FROM receipts WHERE seq IN (5, 6)")
+    conn.execute("INSERT INTO receipts VALUES (5, ?, ?, ?, ?)", six)
+    conn.execute("INSERT INTO receipts VALUES (6, ?, ?, ?, ?)", five)
+    conn.close()
+    error = first_error(layout)
+    assert error["seq"] == 5 and "says it is seq 6" in error["problem"]
+
+
+def test_swapping_two_records_and_renumbering_is_detected(
+    layout: HallLayout, log30: list[Receipt]
+) -> None:
+    bodies = {seq: json.loads(row(layout, seq)[2]) for seq in (5, 6)}
+    for seq, other in ((5, 6), (6, 5)):
+        body = dict(bodies[other], seq=seq)
+        set_row(layout, seq, payload=rfc8785.dumps(body).decode())
+    assert first_error(layout)["seq"] == 5
+
+
+def test_truncating_the_tail_is_caught_by_the_checkpoint(
+    layout: HallLayout, log30: list[Receipt]
+) -> None:
+    with db(layout) as conn:
+        conn.execute("DELETE FROM receipts WHERE seq > 21")
+    error = first_error(layout)
+    assert error["seq"] == 22
+    assert "truncated" in error["problem"] and "covers 30" in error["problem"]
+
+
+def test_replacing_a_signature_is_detected(layout: HallLayout, log30: list[Receipt]) -> None:
+    set_row(layout, 9, signature=row(layout, 10)[3])
+    error = first_error(layout)
+    assert error["seq"] == 9 and "signature does not verify" in error["problem"]
+
+
+def test_signing_with_an_untrusted_key_is_detected(
+    layout: HallLayout, log30: list[Receipt]
+) -> None:
+    intruder = SigningKey.generate()
+    hall_key = SigningKey.load(layout.signing_key)
+    # Even dressed up as a key rotation, an unknown key does not verify.
+    forged = build_receipt(
+        {"kind": "key_rotation", "old_key_id": hall_key.key_id, "new_key_id": intruder.key_id},
+        seq=31,
+        prev_receipt_hash=log30[-1].receipt_hash,
+        key=intruder,
+    )
+    put_receipt(layout, forged, replace=False)
+    error = first_error(layout)
+    assert error["seq"] == 31 and "not in the keyring" in error["problem"]
+
+
+def test_a_silent_key_change_is_detected(layout: HallLayout, log30: list[Receipt]) -> None:
+    intruder = SigningKey.generate()
+    forged = build_receipt(
+        decision(31), seq=31, prev_receipt_hash=log30[-1].receipt_hash, key=intruder
+    )
+    put_receipt(layout, forged, replace=False)
+    error = first_error(layout)
+    assert error["seq"] == 31 and "without a key_rotation receipt" in error["problem"]
+
+
+def test_rewriting_history_with_the_hall_key_is_caught_by_the_checkpoint(
+    layout: HallLayout, log30: list[Receipt]
+) -> None:
+    """An attacker holding the key re-signs a consistent chain; the checkpoint remembers."""
+    key = SigningKey.load(layout.signing_key)
+    prev = log30[3].receipt_hash
+    for receipt in log30[4:]:
+        body = {k: v for k, v in receipt.body.items() if k in decision(0) or k == "kind"}
+        if receipt.seq == 5:
+            body["decision"] = "denied"
+        forged = build_receipt(
+            body,
+            seq=receipt.seq,
+            prev_receipt_hash=prev,
+            key=key,
+            receipt_id=receipt.receipt_id,
+            recorded_at_us=receipt.body["recorded_at_us"],
+        )
+        put_receipt(layout, forged, replace=True)
+        prev = forged.receipt_hash
+    error = first_error(layout)
+    assert error["seq"] == 10 and "Merkle root" in error["problem"]
+
+
+def test_a_tampered_checkpoint_is_detected(layout: HallLayout, log30: list[Receipt]) -> None:
+    lines = layout.checkpoints.read_text().splitlines()
+    doctored = json.loads(lines[-1])
+    doctored["size"] = 25
+    lines[-1] = json.dumps(doctored)
+    layout.checkpoints.write_text("\n".join(lines) + "\n")
+    error = first_error(layout)
+    assert "checkpoint line 3" in error["problem"] and "signature" in error["problem"]
+
+
+def test_a_torn_last_checkpoint_line_is_ignored_with_a_warning(
+    layout: HallLayout, log30: list[Receipt]
+) -> None:
+    with layout.checkpoints.open("a") as fh:
+        fh.write('{"v":1,"size":3')
+    report = verify_log(layout)
+    assert report.ok and report.checkpoint_size == 30
+    assert any("incomplete last line" in w for w in report.warnings)
+
+
+def test_verify_with_a_keyring_kept_elsewhere(layout: HallLayout, log30: list[Receipt]) -> None:
+    assert verify_log(layout, keyring=Keyring.load(layout.receipt_keyring)).ok
+    stranger = Keyring([SigningKey.generate().trusted(["receipts"])])
+    report = verify_log(layout, keyring=stranger)
+    assert not report.ok and "not in the keyring" in report.first_error["problem"]
+
+
+def test_verify_reports_progress(layout: HallLayout) -> None:
+    write_log(layout, 1500, max_batch=512)
+    calls: list[tuple[int, int]] = []
+    assert verify_log(layout, progress=lambda done, total: calls.append((done, total))).ok
+    assert calls[-1] == (1500, 1500) and calls[0][0] < 1500
+
+
+def test_verify_receipt_checks_one_receipt(layout: HallLayout) -> None:
+    receipt = write_log(layout, 1)[0]
+    ring = Keyring.load(layout.receipt_keyring)
+    verify_receipt(receipt.body, ring)
+    with pytest.raises(IntegrityError, match="receipt_hash"):
+        verify_receipt({**receipt.body, "decision": "denied"}, ring)
+
+
+# -- DSSE export, checked independently -------------------------------------------------------
+
+
+def _independent_pae(payload_type: str, payload: bytes) -> bytes:
+    """DSSE v1 PAE written from the spec, not imported from pyhall_mcp."""
+    kind = payload_type.encode()
+    return b" ".join(
+        [b"DSSEv1", str(len(kind)).encode(), kind, str(len(payload)).encode(), payload]
+    )
+
+
+def _trusted_public_key(layout: HallLayout, key_id: str) -> Ed25519PublicKey:
+    ring = yaml.safe_load(layout.receipt_keyring.read_text())
+    entry = next(k for k in ring["keys"] if k["key_id"] == key_id)
+    assert "receipts" in entry["purposes"]
+    return Ed25519PublicKey.from_public_bytes(base64.b64decode(entry["public_key"]))
+
+
+def dsse_verify(envelope: dict[str, Any], layout: HallLayout) -> dict[str, Any]:
+    """Verify a DSSE envelope the way any third party would; return the payload."""
+    assert set(envelope) == {"payloadType", "payload", "signatures"}
+    payload = base64.b64decode(envelope["payload"])
+    (signature,) = envelope["signatures"]
+    public = _trusted_public_key(layout, signature["keyid"])
+    public.verify(
+        base64.b64decode(signature["sig"]),
+        _independent_pae(envelope["payloadType"], payload),
+    )  # raises InvalidSignature
+    return json.loads(payload)
+
+
+def test_exported_receipt_is_a_valid_dsse_envelope(layout: HallLayout) -> None:
+    receipt = write_log(layout, 2)[1]
+    envelope = export_dsse(receipt.body)
+    assert envelope["payloadType"] == RECEIPT_PAYLOAD_TYPE == "application/vnd.pyhall.receipt+json"
+    statement = dsse_verify(envelope, layout)
+    assert statement == {k: v for k, v in receipt.body.items() if k != "signature"}
+    # the payload commits to its own hash
+    hashed = {k: v for k, v in statement.items() if k != "receipt_hash"}
+    assert hashlib.sha256(rfc8785.dumps(hashed)).hexdigest() == statement["receipt_hash"]
+
+    from cryptography.exceptions import InvalidSignature
+
+    tampered = dict(
+        envelope,
+        payload=base64.b64encode(json.dumps({**statement, "decision": "denied"}).encode()).decode(),
+    )
+    with pytest.raises(InvalidSignature):
+        dsse_verify(tampered, layout)
+
+
+def test_export_refuses_an_unsigned_body() -> None:
+    with pytest.raises(ValueError, match="signature"):
+        export_dsse({"kind": "decision", "signing_key_id": "ed25519:x"})

@@ -1,0 +1,147 @@
+"""``pyhall audit``: verify, tail, show, export — as an operator or a third party runs them."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from test_audit import decision, dsse_verify, write_log
+
+from pyhall_mcp.audit import Receipt, ReceiptLog
+from pyhall_mcp.cli import main
+from pyhall_mcp.layout import HallLayout
+
+PYHALL = [sys.executable, "-c", "import sys; from pyhall_mcp.cli import main; sys.exit(main())"]
+
+
+def pyhall(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*PYHALL, *args], capture_output=True, text=True, timeout=60)
+
+
+@pytest.fixture
+def hall(tmp_path: Path) -> tuple[HallLayout, list[Receipt]]:
+    layout = HallLayout.for_hall(tmp_path / "hall")
+    return layout, write_log(layout, 30, checkpoint_every=10)
+
+
+def test_verify_passes_then_names_the_first_broken_record(hall) -> None:
+    layout, _ = hall
+    ok = pyhall("audit", "verify", "--hall", str(layout.root))
+    assert ok.returncode == 0, ok.stderr
+    assert "audit log OK: 30 receipts" in ok.stdout
+    assert "latest checkpoint covers 30 receipts" in ok.stdout
+
+    conn = sqlite3.connect(layout.audit_db, isolation_level=None)
+    conn.execute("DELETE FROM receipts WHERE seq > 21")  # cut the tail
+    conn.close()
+    cut = pyhall("audit", "verify", "--hall", str(layout.root))
+    assert cut.returncode == 1
+    assert "first broken record: receipt seq 22" in cut.stderr
+    assert "truncated" in cut.stderr
+
+    as_json = pyhall("audit", "verify", "--hall", str(layout.root), "--json")
+    assert as_json.returncode == 1
+    details = json.loads(as_json.stdout)["details"]
+    assert details["ok"] is False and details["first_error"]["seq"] == 22
+
+
+def test_verify_edited_record_exit_code_and_seq(hall) -> None:
+    layout, receipts = hall
+    conn = sqlite3.connect(layout.audit_db, isolation_level=None)
+    conn.execute(
+        "UPDATE receipts SET payload = replace(payload, 'allowed', 'denied') WHERE seq = 4"
+    )
+    conn.close()
+    assert main(["audit", "verify", "--hall", str(layout.root)]) == 1
+    result = pyhall("audit", "verify", "--hall", str(layout.root))
+    assert result.returncode == 1
+    assert f"receipt seq 4 ({receipts[3].receipt_id})" in result.stderr
+
+
+def test_a_third_party_verifies_without_the_private_key(hall, tmp_path: Path) -> None:
+    layout, _ = hall
+    copy = HallLayout.for_hall(tmp_path / "copy")
+    copy.receipt_keyring.parent.mkdir(parents=True)
+    shutil.copy(layout.audit_db, copy.audit_db)
+    shutil.copy(layout.checkpoints, copy.checkpoints)
+    keyring = tmp_path / "published-keys.yaml"
+    shutil.copy(layout.receipt_keyring, keyring)
+    result = pyhall("audit", "verify", "--hall", str(copy.root), "--keyring", str(keyring))
+    assert result.returncode == 0, result.stderr
+    assert not copy.signing_key.exists()
+    assert "PRIVATE KEY" not in result.stdout + result.stderr
+
+
+def test_tail_and_show(hall, capsys: pytest.CaptureFixture[str]) -> None:
+    layout, receipts = hall
+    assert main(["audit", "tail", "--hall", str(layout.root), "-n", "3"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [int(line.split()[0]) for line in lines] == [28, 29, 30]
+    assert receipts[-1].receipt_id in lines[-1] and "allowed summarize_document" in lines[-1]
+
+    assert main(["audit", "tail", "--hall", str(layout.root), "-n", "2", "--json"]) == 0
+    bodies = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert bodies == [receipts[28].body, receipts[29].body]
+
+    assert main(["audit", "show", receipts[4].receipt_id, "--hall", str(layout.root)]) == 0
+    out = capsys.readouterr().out
+    assert receipts[4].receipt_hash in out and "hash and signature: OK" in out
+
+    assert main(["audit", "show", "5", "--hall", str(layout.root), "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["receipt"] == receipts[4].body and shown["check"]["ok"] is True
+
+    assert main(["audit", "show", "rcpt_nope", "--hall", str(layout.root)]) == 1
+    assert "no receipt rcpt_nope" in capsys.readouterr().err
+
+
+def test_tail_follow_prints_new_receipts(tmp_path: Path) -> None:
+    layout = HallLayout.for_hall(tmp_path / "hall")
+    write_log(layout, 2)
+    follower = subprocess.Popen(
+        [*PYHALL, "audit", "tail", "--hall", str(layout.root), "-n", "1", "--follow", "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert follower.stdout is not None
+        assert json.loads(follower.stdout.readline())["seq"] == 2
+        time.sleep(0.3)
+        with ReceiptLog.open(layout) as log:
+            for n in range(3):
+                log.record_sync(decision(n))
+        seqs = [json.loads(follower.stdout.readline())["seq"] for _ in range(3)]
+        assert seqs == [3, 4, 5]
+    finally:
+        follower.kill()
+        follower.wait()
+
+
+def test_export_writes_verifiable_dsse_envelopes(hall, tmp_path: Path) -> None:
+    layout, receipts = hall
+    out = tmp_path / "receipts.dsse.jsonl"
+    result = pyhall("audit", "export", "--dsse", "--hall", str(layout.root), "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    assert "exported 30 receipts" in result.stdout
+    envelopes = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(envelopes) == 30
+    for envelope, receipt in zip(envelopes, receipts, strict=True):
+        payload = dsse_verify(envelope, layout)
+        assert payload["receipt_id"] == receipt.receipt_id
+
+    to_stdout = pyhall("audit", "export", "--dsse", "--hall", str(layout.root))
+    assert [json.loads(line) for line in to_stdout.stdout.splitlines()] == envelopes
+
+
+def test_commands_on_a_missing_hall_fail_cleanly(tmp_path: Path) -> None:
+    result = pyhall("audit", "verify", "--hall", str(tmp_path / "nowhere"))
+    assert result.returncode == 3
+    assert "no hall directory" in result.stderr and "Traceback" not in result.stderr
+    assert pyhall("audit", "export", "--hall", str(tmp_path)).returncode == 2  # --dsse required
