@@ -381,7 +381,8 @@ def _gate_context(call: _Call) -> dict[str, Any]:
         "worker_species_id": call.species,
         "worker_risk_tier": worker.risk_tier if worker else None,
         "blast_score": call.blast_score,
-        "tool": call.tool,
+        # Unpinned routes (pyhall route) still name the selected worker's tool.
+        "tool": call.tool or (worker.tool.name if worker and worker.tool else None),
         "request": inp.request,
         "policy_version": inp.policy_version,
     }

@@ -88,3 +88,16 @@ def _render(data: Any, indent: int = 0) -> str:
             for item in data
         )
     return f"{pad}{data}"
+
+
+def load_hall(args: argparse.Namespace, overrides: dict[str, Any] | None = None) -> Any:
+    """The hall named by --hall, with the operator's PYHALL_* settings applied."""
+    from ..hall import Hall, overrides_from_environ
+
+    merged = overrides_from_environ()
+    for key, value in (overrides or {}).items():
+        if key == "floors":
+            merged["floors"] = {**merged.get("floors", {}), **value}
+        else:
+            merged[key] = value
+    return Hall.load(hall_dir(args), overrides=merged)
