@@ -58,7 +58,9 @@ __all__ = [
     "Hall",
     "HallSettings",
     "load_hall",
+    "load_settings",
     "overrides_from_environ",
+    "rule_files",
 ]
 
 #: ``_meta`` keys a client may send with a call, and the key of the governance record.
@@ -160,7 +162,8 @@ def overrides_from_environ(environ: Mapping[str, str] | None = None) -> dict[str
     return out
 
 
-def _settings(layout: HallLayout, overrides: Mapping[str, Any]) -> HallSettings:
+def load_settings(layout: HallLayout, overrides: Mapping[str, Any]) -> HallSettings:
+    """``hall.yaml`` with launch overrides applied, validated."""
     source = str(layout.hall_yaml)
     if not layout.hall_yaml.is_file():
         raise ConfigError(
@@ -188,7 +191,8 @@ def _settings(layout: HallLayout, overrides: Mapping[str, Any]) -> HallSettings:
         ) from None
 
 
-def _rule_files(layout: HallLayout, entries: list[str]) -> list[Path]:
+def rule_files(layout: HallLayout, entries: list[str]) -> list[Path]:
+    """The rule files ``hall.yaml`` names, in order (directories sorted)."""
     files: list[Path] = []
     for entry in entries:
         path = (layout.root / entry).resolve()
@@ -291,8 +295,8 @@ class Hall:
                 file=str(layout.root),
                 fix="pass an existing directory to --hall",
             )
-        settings = _settings(layout, overrides or {})
-        rules = load_rule_set(_rule_files(layout, settings.rules))
+        settings = load_settings(layout, overrides or {})
+        rules = load_rule_set(rule_files(layout, settings.rules))
         if settings.env in ("prod", "edge") and rules.shadowed:
             first = rules.shadowed[0]
             raise ConfigError(

@@ -12,9 +12,11 @@ from ._common import EXIT_NO, EXIT_USAGE, CommandFailed, add_hall_arg, add_json_
 
 def register(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
-        "route", help="print the hall's decision for a capability request (exit 1 on denial)",
+        "route",
+        help="print the hall's decision for a capability request (exit 1 on denial)",
         description="Build a RouteInput (defaults from hall.yaml), run it through the hall's "
-        "rules, registry and policy gate, and print the decision. Nothing is executed.")
+        "rules, registry and policy gate, and print the decision. Nothing is executed.",
+    )
     parser.add_argument("--capability", required=True, metavar="CAP")
     parser.add_argument("--env", choices=["dev", "stage", "prod", "edge"])
     parser.add_argument("--data-label", choices=["PUBLIC", "INTERNAL", "RESTRICTED"])
@@ -59,8 +61,9 @@ def run(args: argparse.Namespace) -> int:
         )
     except ValidationError as exc:
         first = exc.errors()[0]
-        raise CommandFailed(f"{'.'.join(map(str, first['loc']))}: {first['msg']}",
-                            EXIT_USAGE) from None
+        raise CommandFailed(
+            f"{'.'.join(map(str, first['loc']))}: {first['msg']}", EXIT_USAGE
+        ) from None
     decision = hall.decide(inp)
     data = decision.model_dump(mode="json")
     emit(args, data, _describe(data))
@@ -68,8 +71,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _describe(d: dict[str, Any]) -> str:
-    head = (f"DENIED {d['deny_reason_if_denied']['code']}: {d['deny_reason_if_denied']['message']}"
-            if d["denied"] else f"ALLOWED -> {d['selected_worker_id'] or d['selected_worker_species_id']}")
+    head = (
+        f"DENIED {d['deny_reason_if_denied']['code']}: {d['deny_reason_if_denied']['message']}"
+        if d["denied"]
+        else f"ALLOWED -> {d['selected_worker_id'] or d['selected_worker_species_id']}"
+    )
     lines = [
         head,
         f"  capability      {d['capability_id']}  ({d['env']}, {d['data_label']}, "
@@ -81,10 +87,14 @@ def _describe(d: dict[str, Any]) -> str:
         f"  decision id     {d['decision_id']}",
     ]
     for c in d["candidate_workers_ranked"]:
-        lines.append(f"  candidate       {c['worker_species_id']}"
-                     + (f" ({c['worker_id']})" if c.get("worker_id") else "")
-                     + (f" skipped: {c['skip_reason']}" if c.get("skip_reason") else ""))
+        lines.append(
+            f"  candidate       {c['worker_species_id']}"
+            + (f" ({c['worker_id']})" if c.get("worker_id") else "")
+            + (f" skipped: {c['skip_reason']}" if c.get("skip_reason") else "")
+        )
     if d.get("pending_approval_id"):
-        lines.append(f"  held for        {d['supervisor_level']} approval "
-                     f"{d['pending_approval_id']} until {d['approval_expires_at']}")
+        lines.append(
+            f"  held for        {d['supervisor_level']} approval "
+            f"{d['pending_approval_id']} until {d['approval_expires_at']}"
+        )
     return "\n".join(lines)

@@ -1,0 +1,312 @@
+"""``pyhall validate``: check everything a hall holds, or run routing fixtures."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError, PyhallError
+from ._common import (
+    EXIT_CONFIG,
+    EXIT_NO,
+    CommandFailed,
+    add_hall_arg,
+    add_json_arg,
+    emit,
+    hall_dir,
+)
+
+#: Fields that differ between identical decisions; masked in golden snapshots.
+_VOLATILE = (
+    "decision_id",
+    "timestamp",
+    "pending_approval_id",
+    "approval_expires_at",
+    "receipt_hash",
+)
+
+
+@dataclass
+class Problem:
+    severity: str  # "error" | "warning"
+    file: str | None
+    location: str | None
+    message: str
+    fix: str | None = None
+
+    @classmethod
+    def of(cls, exc: PyhallError, severity: str = "error") -> Problem:
+        if isinstance(exc, ConfigError):
+            return cls(severity, exc.file, exc.location, exc.message, exc.fix)
+        return cls(severity, None, None, str(exc))
+
+    def line(self) -> str:
+        where = ":".join(p for p in (self.file, self.location) if p) or "(hall)"
+        fix = f" (fix: {self.fix})" if self.fix else ""
+        return f"{where}: {self.severity}: {self.message}{fix}"
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "validate",
+        help="check a hall (rules, policies, workers, keys, attestation) or run routing fixtures",
+        description="With no RULES/TESTS: check everything the hall holds and print each "
+        "problem with its file, location and fix (exit 1 on any error). With RULES TESTS: run "
+        'routing fixtures ({"tests": [{"test_id", "input", "expect"}]}) and golden snapshots.',
+    )
+    parser.add_argument("rules", nargs="?", help="a rule file (fixture mode)")
+    parser.add_argument("tests", nargs="?", help="a fixture file (fixture mode)")
+    parser.add_argument(
+        "--goldens", metavar="FILE", help="golden snapshot file (default: TESTS with .goldens.json)"
+    )
+    parser.add_argument(
+        "--update-goldens", action="store_true", help="rewrite the golden snapshots from this run"
+    )
+    add_hall_arg(parser)
+    add_json_arg(parser)
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.rules or args.tests:
+        if not (args.rules and args.tests):
+            raise CommandFailed("fixture mode takes both RULES and TESTS", exit_code=2)
+        return _run_fixtures(args)
+    problems = check_hall(hall_dir(args))
+    errors = [p for p in problems if p.severity == "error"]
+    data = {
+        "ok": not errors,
+        "errors": len(errors),
+        "warnings": len(problems) - len(errors),
+        "problems": [asdict(p) for p in problems],
+    }
+    lines = [p.line() for p in problems]
+    lines.append(
+        f"{len(errors)} error(s), {len(problems) - len(errors)} warning(s)"
+        + ("" if errors else ": the hall is valid")
+    )
+    emit(args, data, "\n".join(lines))
+    return EXIT_NO if errors else 0
+
+
+def check_hall(root: Path) -> list[Problem]:
+    """Every problem in the hall at ``root``; each part checked on its own."""
+    from ..hall import load_settings, overrides_from_environ, rule_files
+    from ..layout import HallLayout
+    from ..registry import Registry
+    from ..rules import load_rule_set
+
+    layout = HallLayout.for_hall(root)
+    problems: list[Problem] = []
+    try:
+        settings = load_settings(layout, overrides_from_environ())
+    except ConfigError as exc:
+        return [Problem.of(exc)]  # nothing else can be read without hall.yaml
+    try:
+        rules = load_rule_set(rule_files(layout, settings.rules))
+        for item in rules.shadowed:
+            problems.append(
+                Problem(
+                    "error",
+                    rules.source,
+                    f"rule_id: {item['shadowed']}",
+                    item["reason"],
+                    "reorder or remove the shadowed rule",
+                )
+            )
+    except ConfigError as exc:
+        problems.append(Problem.of(exc))
+    registry = Registry()
+    if layout.workers_dir.is_dir():
+        registry = Registry.load(layout.workers_dir)
+        problems.extend(Problem.of(p) for p in registry.problems)
+    for record in registry.records:
+        source = registry.source_of(record.worker_id)
+        for warning in record.warnings():
+            problems.append(Problem("warning", source, "worker_id", warning))
+        if record.runner is not None:
+            from ..runners import build_runner
+
+            try:
+                build_runner(
+                    record.runner,
+                    registry.directory_of(record.worker_id) or layout.workers_dir,
+                    source=source,
+                )
+            except ConfigError as exc:
+                problems.append(Problem.of(exc))
+    problems.extend(_check_policies(layout, registry))
+    problems.extend(_check_keys(layout))
+    problems.extend(
+        _check_attestation(layout, registry, settings.floors.require_worker_attestation)
+    )
+    return problems
+
+
+def _check_policies(layout: Any, registry: Any) -> list[Problem]:
+    from ..policy import NoPolicyEngine, load_policy_engine, policy_test_files, run_policy_tests
+
+    schemas: dict[str, Any] = {}
+    for record in registry.records:
+        if record.tool is not None:
+            schemas[record.worker_id] = schemas[record.tool.name] = record.tool.input_schema
+    try:
+        engine = load_policy_engine(layout.policies_dir, base_dir=layout.root, tool_schemas=schemas)
+    except ConfigError as exc:
+        return [Problem.of(exc)]
+    if isinstance(engine, NoPolicyEngine):
+        return [
+            Problem(
+                "warning",
+                str(layout.policies_dir),
+                None,
+                "no policy files: the policy gate denies every call",
+                "add policies/*.yaml",
+            )
+        ]
+    problems = []
+    for cases in policy_test_files(layout.policies_dir):
+        try:
+            report = run_policy_tests(engine, cases)
+        except ConfigError as exc:
+            problems.append(Problem.of(exc))
+            continue
+        for failure in report.failures:
+            problems.append(
+                Problem(
+                    "error",
+                    str(cases),
+                    f"case {failure.name}",
+                    f"expected {failure.expected}, got {failure.actual}",
+                    "fix the policy or the expectation",
+                )
+            )
+    return problems
+
+
+def _check_keys(layout: Any) -> list[Problem]:
+    from ..signing import Keyring, SigningKey
+
+    problems = []
+    try:
+        Keyring.load(layout.trusted_keys)
+    except ConfigError as exc:
+        problems.append(Problem.of(exc))
+    if layout.signing_key.exists():
+        try:
+            SigningKey.load(layout.signing_key)
+        except ConfigError as exc:
+            problems.append(Problem.of(exc))
+    return problems
+
+
+def _check_attestation(layout: Any, registry: Any, required: bool) -> list[Problem]:
+    from ..attestation import load_deny_list, verify_package
+    from ..errors import AttestationError
+    from ..signing import Keyring
+
+    try:
+        keyring = Keyring.load(layout.trusted_keys)
+        deny_list = load_deny_list(layout.attestation_deny_list)
+    except ConfigError:
+        return []  # reported by _check_keys
+    problems = []
+    for record in registry.records:
+        if record.runner is None:
+            continue
+        directory = registry.directory_of(record.worker_id)
+        try:
+            verify_package(
+                directory,
+                keyring=keyring,
+                deny_list=deny_list,
+                expected_worker_id=record.worker_id,
+                record=record.model_dump(exclude_none=True),
+            )
+        except AttestationError as exc:
+            problems.append(
+                Problem(
+                    "error" if required else "warning",
+                    registry.source_of(record.worker_id),
+                    "attestation",
+                    f"{exc.code}: {exc.message}",
+                    "sign it: pyhall attest sign-all --hall DIR --key KEY (or --new-key)",
+                )
+            )
+    return problems
+
+
+# -- fixtures (the reference's format) -------------------------------------------------
+
+
+def _run_fixtures(args: argparse.Namespace) -> int:
+    from .._yaml import load_document
+    from ..models import HallConfig
+    from ..router import make_decision
+    from ..rules import load_rules
+
+    rules = load_rules(args.rules)
+    doc = load_document(args.tests)
+    if not isinstance(doc, dict) or not isinstance(doc.get("tests"), list):
+        raise CommandFailed(f'{args.tests}: expected {{"tests": [...]}}', EXIT_CONFIG)
+    registry = doc.get("registry", {})
+    controls = set(registry.get("controls_present", []))
+    available = set(registry.get("workers_available", []))
+    config = HallConfig.model_validate(doc.get("hall_config", {}))
+    goldens_path = Path(args.goldens or Path(args.tests).with_suffix(".goldens.json"))
+    goldens = json.loads(goldens_path.read_text()) if goldens_path.exists() else {}
+    results, snapshots = [], {}
+    for case in doc["tests"]:
+        test_id = case.get("test_id", "?")
+        decision = make_decision(
+            case.get("input", {}),
+            rules,
+            registry_controls_present=controls,
+            registry_worker_available=available.__contains__,
+            hall_config=config,
+        )
+        dumped = decision.model_dump(mode="json")
+        failures = [
+            f"{key}: expected {want!r}, got {_field(dumped, key)!r}"
+            for key, want in (case.get("expect") or {}).items()
+            if _field(dumped, key) != want
+        ]
+        snapshot = _masked(dumped)
+        snapshots[test_id] = snapshot
+        if not args.update_goldens and test_id in goldens and goldens[test_id] != snapshot:
+            failures.append("differs from its golden snapshot")
+        results.append({"test_id": test_id, "ok": not failures, "failures": failures})
+    if args.update_goldens:
+        goldens_path.write_text(json.dumps(snapshots, indent=2, sort_keys=True) + "\n")
+    failed = [r for r in results if not r["ok"]]
+    lines = [
+        f"{'PASS' if r['ok'] else 'FAIL'} {r['test_id']}"
+        + "".join(f"\n     {f}" for f in r["failures"])
+        for r in results
+    ]
+    lines.append(
+        f"{len(results) - len(failed)} passed, {len(failed)} failed"
+        + (f"; goldens written to {goldens_path}" if args.update_goldens else "")
+    )
+    emit(args, {"ok": not failed, "results": results}, "\n".join(lines))
+    return EXIT_NO if failed else 0
+
+
+def _field(decision: dict[str, Any], key: str) -> Any:
+    if key in ("deny_code", "deny_reason_code"):
+        return (decision.get("deny_reason_if_denied") or {}).get("code")
+    return decision.get(key)
+
+
+def _masked(decision: dict[str, Any]) -> dict[str, Any]:
+    masked = {
+        k: ("<masked>" if k in _VOLATILE and v is not None else v) for k, v in decision.items()
+    }
+    masked["telemetry_envelopes"] = [
+        {k: ("<masked>" if k == "timestamp" else v) for k, v in event.items()}
+        for event in decision.get("telemetry_envelopes", [])
+    ]
+    return masked
