@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, field_validator
 
 from ._yaml import load_document
 from .errors import RuleError
@@ -78,7 +78,7 @@ class RuleDecision(BaseModel):
     recommended_profiles: tuple[Any, ...] = ()
     escalation: Escalation = Field(default_factory=Escalation)
     preconditions: PreconditionsChecked = Field(default_factory=PreconditionsChecked)
-    max_blast_score: int | None = Field(default=None, ge=0, le=100)
+    max_blast_score: StrictInt | None = Field(default=None, ge=0, le=100)
 
     @field_validator("required_controls_suggested")
     @classmethod
