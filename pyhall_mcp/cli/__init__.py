@@ -37,6 +37,7 @@ _COMMAND_MODULES = (
     "conformance",
     "catalog",
     "config",
+    "completion",
     "version",
 )
 
