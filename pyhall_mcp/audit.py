@@ -477,19 +477,21 @@ def _check_signature(
 ) -> None:
     """Ed25519 over the DSSE PAE of the payload, by a key trusted for receipts then."""
     try:
+        raw = b64decode(signature)
+    except ValueError:
+        raise _Broken("signature is not base64") from None
+    try:
+        when = time_of_us(recorded_at_us)
+    except OverflowError:
+        raise _Broken("recorded_at_us is out of range") from None
+    try:
         keyring.verify(
-            key_id,
-            pae(RECEIPT_PAYLOAD_TYPE, payload),
-            b64decode(signature),
-            purpose="receipts",
-            when=time_of_us(recorded_at_us),
+            key_id, pae(RECEIPT_PAYLOAD_TYPE, payload), raw, purpose="receipts", when=when
         )
     except SigningError as exc:
         raise _Broken(f"signature: {exc.message}") from None
-    except (ValueError, TypeError):
-        raise _Broken("signature is not base64") from None
-    except OverflowError:
-        raise _Broken("recorded_at_us is out of range") from None
+    except ValueError as exc:  # e.g. an unparseable validity date in the keyring
+        raise _Broken(f"signature: cannot check key {key_id}: {exc}") from None
 
 
 def _check_record(record: StoredRecord, keyring: Keyring) -> dict[str, Any]:
@@ -553,10 +555,11 @@ def _settle(results: list[tuple[_Pending, Receipt | None, Exception | None]]) ->
     for pending, receipt, error in results:
         if pending.loop is None:
             future = pending.future
-            if error is not None:
-                future.set_exception(error)
-            else:
-                future.set_result(receipt)  # type: ignore[arg-type]
+            with contextlib.suppress(concurrent.futures.InvalidStateError):
+                if error is not None:
+                    future.set_exception(error)
+                else:
+                    future.set_result(receipt)  # type: ignore[arg-type]
         else:
             by_loop.setdefault(pending.loop, []).append((pending.future, receipt, error))
     for loop, items in by_loop.items():
@@ -615,8 +618,6 @@ class ReceiptLog:
         max_delay_ms: float,
         lock_fd: int | None,
     ) -> None:
-        if checkpoint_every < 1 or max_batch < 1 or checkpoint_interval_s <= 0 or max_delay_ms < 0:
-            raise ValueError("checkpoint_every, max_batch and the intervals must be positive")
         self._layout = layout
         self._store = store
         self._key = key
@@ -654,6 +655,8 @@ class ReceiptLog:
         max_delay_ms: float = 2.0,
     ) -> ReceiptLog:
         """Open (or start) the hall's log: key, keyring, chain head, writer thread."""
+        if checkpoint_every < 1 or max_batch < 1 or checkpoint_interval_s <= 0 or max_delay_ms < 0:
+            raise ValueError("checkpoint_every, max_batch and the intervals must be positive")
         lock_fd = _lock_state(layout)
         try:
             key, _ = SigningKey.load_or_create(layout.signing_key)
@@ -688,8 +691,8 @@ class ReceiptLog:
         """Load the chain head from the last record and the Merkle tree up to it."""
         record = self._store.head()
         if record is None:
-            self._head, self._head_key, self._tree = (0, None), None, MerkleFrontier()
-            self._resume_checkpoints(0, None)
+            self._head, self._head_key = (0, None), None
+            self._tree = self._resume_checkpoints(0)
             return
         try:
             body = _check_record(record, self._keyring)
@@ -702,9 +705,9 @@ class ReceiptLog:
             ) from None
         self._head = (record.seq, record.receipt_hash)
         self._head_key = body["signing_key_id"]
-        self._tree = self._resume_checkpoints(record.seq, record.receipt_hash)
+        self._tree = self._resume_checkpoints(record.seq)
 
-    def _resume_checkpoints(self, size: int, head_hash: str | None) -> MerkleFrontier:
+    def _resume_checkpoints(self, size: int) -> MerkleFrontier:
         """Rebuild the Merkle tree, starting from the latest checkpoint that holds."""
         try:
             checkpoints, _ = read_checkpoints(self._layout.checkpoints)
@@ -751,7 +754,12 @@ class ReceiptLog:
     # -- writing --------------------------------------------------------------------
 
     async def record(self, body: Mapping[str, Any]) -> Receipt:
-        """Seal and store a receipt; returns once it is committed to disk."""
+        """Seal and store a receipt; returns once it is committed to disk.
+
+        ValueError for a bad body (nothing written); AuditError when the store
+        fails (the caller must then deny). A caller cancelled while waiting does
+        not withdraw its receipt: once queued it is written.
+        """
         plain = prepare_body(body)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Receipt] = loop.create_future()

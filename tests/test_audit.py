@@ -280,6 +280,32 @@ async def test_a_failed_write_fails_its_callers_and_loses_nothing(layout: HallLa
     assert verify_log(layout).ok
 
 
+async def test_an_unrecoverable_store_fails_closed(layout: HallLayout) -> None:
+    store = CountingStore(SQLiteReceiptStore(layout.audit_db))
+    log = ReceiptLog.open(layout, store=store)
+    await log.record(decision(0))
+    store.fail = 1
+    store.head = lambda: (_ for _ in ()).throw(OSError("I/O error"))  # recovery fails too
+    with pytest.raises(AuditError, match="disk full"):
+        await log.record(decision(1))
+    with pytest.raises(AuditError, match="unavailable"):
+        await log.record(decision(2))
+    await log.aclose()
+    assert verify_log(layout).ok
+
+
+async def test_a_cancelled_caller_still_leaves_its_receipt(layout: HallLayout) -> None:
+    async with ReceiptLog.open(layout) as log:
+        tasks = [asyncio.create_task(log.record(decision(n))) for n in range(20)]
+        await asyncio.sleep(0)
+        tasks[5].cancel()
+        done = await asyncio.gather(*tasks, return_exceptions=True)
+        assert isinstance(done[5], asyncio.CancelledError)
+        after = await log.record(decision(99))
+    assert after.seq == 21  # the cancelled call's receipt was written all the same
+    assert verify_log(layout).ok
+
+
 def test_record_sync_from_many_threads(layout: HallLayout) -> None:
     with ReceiptLog.open(layout) as log:
         got: list[Receipt] = []
