@@ -66,7 +66,7 @@ import math
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, NamedTuple, Protocol, get_args, runtime_checkable
 
@@ -157,7 +157,13 @@ _WHEN_KEYS: tuple[str, ...] = (
     "blast_score",
 )
 _TARGET_KEYS = ("worker_id", "tool")  # what an `arguments:` statement must pin down
-_INDEX_KEYS = ("worker_id", "tool", "capability_id")  # statement buckets, in preference
+# Context keys whose values are fixed strings for a given kind of call (the
+# tenant and env are fixed at launch, the worker by the tool called): statements
+# are filtered on them once per distinct combination, then cached.
+_STATIC_KEYS = tuple(k for k in _WHEN_KEYS if k not in _NUMERIC_KEYS)
+# A statement naming its worker, tool or capability exactly is filed under it,
+# so that a new call shape only looks at the statements that can apply.
+_INDEX_KEYS = ("worker_id", "tool", "capability_id")
 
 _EFFECT_RANK = {"deny": 0, "require_human": 1, "allow": 2}
 _EFFECT_DECISION: dict[str, Decision] = {
@@ -527,7 +533,7 @@ def _literal_targets(spec: Any) -> list[str] | None:
 # ---------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class _Compiled:
     id: str
     effect: str
@@ -536,11 +542,20 @@ class _Compiled:
     decision: Decision
     reason: str
     supervisor_level: str | None
-    #: (from_arguments, key, predicate); an indexed condition is left out.
+    #: Conditions on string context keys: decided once per call shape, then cached.
+    static: tuple[tuple[str, Predicate], ...]
+    #: Conditions checked on every call: (from_arguments, key, predicate).
     checks: tuple[tuple[bool, str, Predicate], ...]
+    #: (key, values): the statement can only apply when ``key`` has one of ``values``.
     index: tuple[str, tuple[str, ...]] | None
     file: str
-    raw: dict[str, Any] = field(compare=False)
+    raw: dict[str, Any]
+
+    def applies(self, values: Mapping[str, str | None]) -> bool:
+        for name, predicate in self.static:  # noqa: SIM110 - a loop beats all() on a generator
+            if not predicate(values[name]):
+                return False
+        return True
 
     def matches(self, context: Mapping[str, Any], arguments: Mapping[str, Any]) -> bool:
         for from_arguments, key, predicate in self.checks:
@@ -578,6 +593,7 @@ def _compile_statement(
             "remove it or set effect: require_human",
         )
 
+    static: list[tuple[str, Predicate]] = []
     checks: list[tuple[bool, str, Predicate]] = []
     index: tuple[str, tuple[str, ...]] | None = None
     for key, spec in stmt.when.items():
@@ -587,10 +603,12 @@ def _compile_statement(
         kind = key if key in _ENUMS else ("number" if key in _NUMERIC_KEYS else "string")
         predicate = _compile_condition(spec, kind, key, bases, here)
         targets = _literal_targets(spec)
-        if index is None and key in _INDEX_KEYS and targets:
-            index = (key, tuple(targets))  # bucket membership replaces this check
-        else:
+        if key in _NUMERIC_KEYS:
             checks.append((False, key, predicate))
+        else:
+            static.append((key, predicate))
+        if key in _INDEX_KEYS and targets and (index is None or len(targets) < len(index[1])):
+            index = (key, tuple(targets))
         if key in _TARGET_KEYS and targets and tool_schemas is not None:
             unknown = [t for t in targets if t not in tool_schemas]
             if unknown and not stmt.arguments:
@@ -602,9 +620,7 @@ def _compile_statement(
         here = where.at(f"arguments.{name}")
         checks.append((True, name, _compile_condition(spec, "any", name, bases, here)))
 
-    # The index condition, if any, is checked by bucket lookup; put the cheap
-    # context checks before argument checks.
-    checks.sort(key=lambda c: c[0])
+    checks.sort(key=lambda c: c[0])  # the cheap context checks first
     return _Compiled(
         id=stmt.id,
         effect=stmt.effect,
@@ -613,6 +629,7 @@ def _compile_statement(
         decision=_EFFECT_DECISION[stmt.effect],
         reason=f"{stmt.id}: {stmt.description.rstrip('.')}",
         supervisor_level=stmt.supervisor_level,
+        static=tuple(static),
         checks=tuple(checks),
         index=index,
         file=where.file,
@@ -684,7 +701,13 @@ def _yaml_files(policies_dir: Path) -> list[Path]:
 
 
 class YamlPolicyEngine:
-    """The embedded engine: YAML statements compiled into closures, indexed by target."""
+    """The embedded engine: YAML statements compiled into closures.
+
+    Conditions on the string context keys (tenant, env, label, risk, QoS,
+    capability, worker, species, risk tier, tool) are decided once for each
+    distinct combination of their values and the surviving statements cached
+    in precedence order; a call then only checks blast score and arguments.
+    """
 
     def __init__(self, statements: Sequence[_Compiled], *, warnings: Sequence[str] = ()) -> None:
         self._statements = tuple(sorted(statements, key=lambda s: s.order))
@@ -696,16 +719,16 @@ class YamlPolicyEngine:
             }
         )
         self._unindexed: list[_Compiled] = []
-        self._buckets: dict[str, dict[str, list[_Compiled]]] = {k: {} for k in _INDEX_KEYS}
+        self._index: dict[str, dict[str, list[_Compiled]]] = {k: {} for k in _INDEX_KEYS}
         for stmt in self._statements:
             if stmt.index is None:
                 self._unindexed.append(stmt)
             else:
-                key, values = stmt.index
-                for value in dict.fromkeys(values):
-                    self._buckets[key].setdefault(value, []).append(stmt)
+                key, targets = stmt.index
+                for target in dict.fromkeys(targets):
+                    self._index[key].setdefault(target, []).append(stmt)
         self._default_reason = "default_deny: no policy statement matched"
-        self._cache: dict[tuple[Any, Any, Any], tuple[_Compiled, ...]] = {}
+        self._cache: dict[tuple[Any, ...], tuple[_Compiled, ...]] = {}
 
     # -- loading -------------------------------------------------------------
 
@@ -787,23 +810,44 @@ class YamlPolicyEngine:
     # -- evaluation ----------------------------------------------------------
 
     def _candidates(self, context: Mapping[str, Any]) -> tuple[_Compiled, ...]:
-        key = (context.get("worker_id"), context.get("tool"), context.get("capability_id"))
+        get = context.get
+        key = (
+            get("tenant_id"),
+            get("env"),
+            get("data_label"),
+            get("tenant_risk"),
+            get("qos_class"),
+            get("capability_id"),
+            get("worker_id"),
+            get("worker_species_id"),
+            get("worker_risk_tier"),
+            get("tool"),
+        )
         try:
             found = self._cache.get(key)
         except TypeError:
-            raise PolicyError(
-                "evaluation error: worker_id, tool and capability_id must be strings"
-            ) from None
-        if found is not None:
-            return found
-        chosen = list(self._unindexed)
-        for index_key, value in zip(_INDEX_KEYS, key, strict=True):
-            if type(value) is str:
-                chosen += self._buckets[index_key].get(value, ())
+            found = None  # unhashable: refused below
+        if found is None:
+            found = self._select(key)
+        return found
+
+    def _select(self, key: tuple[Any, ...]) -> tuple[_Compiled, ...]:
+        values = dict(zip(_STATIC_KEYS, key, strict=True))
+        for name, value in values.items():
+            if value is not None and type(value) is not str:
+                raise PolicyError(f"evaluation error: context key {name} must be a string")
+        pool = list(self._unindexed)
+        for name in _INDEX_KEYS:
+            value = values[name]
+            if value is not None:
+                pool += self._index[name].get(value, ())
         # Deny first, then require_human, then allow: the first match decides.
-        found = tuple(sorted(chosen, key=lambda s: (s.rank, s.order)))
-        if len(self._cache) < _CACHE_LIMIT:
-            self._cache[key] = found
+        pool.sort(key=lambda s: (s.rank, s.order))
+        # A statement sits under one index key only, so the pool has no duplicates.
+        found = tuple(stmt for stmt in pool if stmt.applies(values))
+        if len(self._cache) >= _CACHE_LIMIT:
+            self._cache.clear()  # call shapes are few; this only bounds memory
+        self._cache[key] = found
         return found
 
     def decide(self, context: Mapping[str, Any]) -> PolicyResult:

@@ -319,6 +319,26 @@ def test_indexed_and_unindexed_statements_combine(tmp_path: Path) -> None:
     assert decision(eng) == "ALLOW"
 
 
+def test_call_shape_cache_is_bounded_and_transparent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pyhall_mcp.policy as policy_module
+
+    monkeypatch.setattr(policy_module, "_CACHE_LIMIT", 3)
+    eng = engine(
+        tmp_path,
+        stmt("team", "allow", when={"tenant_id": {"prefix": "team-"}}),
+        stmt("blast", "deny", when={"blast_score": {"ge": 90}}),
+    )
+    for round_ in range(3):
+        for i in range(10):
+            tenant = f"team-{i}" if i % 2 else f"other-{i}"
+            expected = "ALLOW" if i % 2 else "DENY"
+            assert decision(eng, tenant_id=tenant, blast_score=10) == expected, round_
+            assert decision(eng, tenant_id=tenant, blast_score=95) == "DENY"
+    assert len(eng._cache) <= 3
+
+
 # ---------------------------------------------------------------------------
 # Run-time errors raise (the router denies with DENY_INTERNAL_ERROR)
 # ---------------------------------------------------------------------------
@@ -369,6 +389,11 @@ def test_bad_context_shapes_raise(tmp_path: Path) -> None:
         eng.evaluate("not a mapping")  # type: ignore[arg-type]
     with pytest.raises(PolicyError):
         eng.evaluate(ctx(worker_id=["unhashable"]))
+    with pytest.raises(PolicyError):
+        eng.evaluate(ctx(tenant_id=7))
+    blast = engine(tmp_path, stmt("b", "deny", when={"blast_score": {"ge": 90}}))
+    with pytest.raises(PolicyError):
+        blast.evaluate(ctx(blast_score="high"))
 
 
 def test_router_turns_gate_results_and_errors_into_decisions(tmp_path: Path) -> None:

@@ -35,6 +35,11 @@ CONTEXT_CONDITIONS: dict[str, list[tuple[Any, Any]]] = {
     "worker_id": [(w, lambda v, w=w: v == w) for w in WORKERS]
     + [({"in": WORKERS[:2]}, lambda v: v in WORKERS[:2])],
     "tool": [(t, lambda v, t=t: v == t) for t in TOOLS],
+    "capability_id": [
+        ("cap.a", lambda v: v == "cap.a"),
+        ({"in": ["cap.a", "cap.b"]}, lambda v: v in ("cap.a", "cap.b")),
+        ({"glob": "cap.*"}, lambda v: v is not None and v.startswith("cap.")),
+    ],
     "blast_score": [
         ({"ge": 50}, lambda v: v is not None and v >= 50),
         ({"lt": 30}, lambda v: v is not None and v < 30),
@@ -94,6 +99,7 @@ contexts = st.fixed_dictionaries(
         "tenant_id": st.sampled_from(["acme", "team-a", "globex"]),
         "worker_id": st.sampled_from([*WORKERS, "org.other.worker"]),
         "tool": st.sampled_from([*TOOLS, None]),
+        "capability_id": st.sampled_from(["cap.a", "cap.b", "cap.c", None]),
         "blast_score": st.one_of(st.none(), st.integers(0, 100)),
         "request": st.one_of(st.just({}), st.builds(lambda p: {"path": p}, st.sampled_from(PATHS))),
     }
