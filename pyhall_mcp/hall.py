@@ -45,6 +45,7 @@ from .rules import RuleSet, load_rule_set
 from .signing import Keyring
 
 if TYPE_CHECKING:
+    from .approvals import ApprovalDesk
     from .audit import ReceiptLog
     from .policy import PolicyEngine
     from .runners import ProgressFn, Runner, WorkerResult
@@ -61,6 +62,7 @@ __all__ = [
     "load_settings",
     "overrides_from_environ",
     "rule_files",
+    "workspace_dir",
 ]
 
 #: ``_meta`` keys a client may send with a call, and the key of the governance record.
@@ -191,6 +193,11 @@ def load_settings(layout: HallLayout, overrides: Mapping[str, Any]) -> HallSetti
         ) from None
 
 
+def workspace_dir(layout: HallLayout, settings: HallSettings) -> Path | None:
+    """The directory file workers are confined to; relative path arguments resolve here."""
+    return (layout.root / settings.workspace).resolve() if settings.workspace else None
+
+
 def rule_files(layout: HallLayout, entries: list[str]) -> list[Path]:
     """The rule files ``hall.yaml`` names, in order (directories sorted)."""
     files: list[Path] = []
@@ -274,9 +281,9 @@ class Hall:
         self.served = served
         self.attestation_failures = attestation_failures
         self.audit: ReceiptLog | None = None
-        self.workspace = (
-            str((layout.root / settings.workspace).resolve()) if settings.workspace else None
-        )
+        self.approvals: ApprovalDesk | None = None  # opened with the audit log
+        workspace = workspace_dir(layout, settings)
+        self.workspace = str(workspace) if workspace else None
 
     # -- loading -----------------------------------------------------------------------
     @classmethod
@@ -322,7 +329,12 @@ class Hall:
             schemas[item.record.tool.name] = item.record.tool.input_schema
         from .policy import load_policy_engine
 
-        policy = load_policy_engine(layout.policies_dir, base_dir=layout.root, tool_schemas=schemas)
+        policy = load_policy_engine(
+            layout.policies_dir,
+            base_dir=layout.root,
+            tool_schemas=schemas,
+            path_base=workspace_dir(layout, settings),
+        )
         return cls(layout, settings, rules, registry, policy, trusted, served, failures)
 
     def open_audit(self) -> ReceiptLog | None:
@@ -335,17 +347,28 @@ class Hall:
                 checkpoint_every=self.settings.audit.checkpoint_every,
                 checkpoint_interval_s=self.settings.audit.checkpoint_interval_s,
             )
+        if self.approvals is None:
+            from .approvals import ApprovalDesk
+
+            self.approvals = ApprovalDesk.open(self.layout, self._receipt)
         return self.audit
 
     async def aclose(self) -> None:
+        self._close_approvals()
         if self.audit is not None:
             await self.audit.aclose()
             self.audit = None
 
     def close(self) -> None:
+        self._close_approvals()
         if self.audit is not None:
             self.audit.close()
             self.audit = None
+
+    def _close_approvals(self) -> None:
+        if self.approvals is not None:
+            self.approvals.close()
+            self.approvals = None
 
     # -- what is served ------------------------------------------------------------------
     def tools(self) -> list[WorkerRecord]:
@@ -531,6 +554,19 @@ class Hall:
             data_label=_meta_text(meta.get(META_DATA_LABEL)),
         )
         decision = self.decide(inp, record)
+        settled = None
+        if decision.supervisor_required and self.approvals is not None and not inp.dry_run:
+            # Held: run now under a person's approval of exactly this call, or hold it (again).
+            settled = await self.approvals.settle(
+                decision,
+                tool=tool,
+                worker_id=record.worker_id,
+                arguments=inp.request,
+                policy_version=getattr(self.policy, "version", None),
+                schema=record.tool.input_schema if record.tool else None,
+                decide_approved=lambda: self.decide(inp, record, human_approved=True),
+            )
+            decision = settled.decision
         self._emit(decision)
         status: OutcomeStatus = (
             "held"
@@ -541,7 +577,8 @@ class Hall:
             if decision.dry_run
             else "allowed"
         )
-        receipt = await self._receipt(self._decision_body(record, inp, decision, status))
+        body = self._decision_body(record, inp, decision, status)
+        receipt = await self._receipt({**body, **(settled.receipt_fields if settled else {})})
         decision.receipt_hash = receipt.get("receipt_hash")
         gov = {
             **decision.model_dump(mode="json", exclude={"telemetry_envelopes"}),
@@ -549,9 +586,14 @@ class Hall:
             "worker_id": record.worker_id,
             **receipt,
         }
+        if settled is not None and self.approvals is not None:
+            gov["approval"] = await self.approvals.record(settled, receipt)
         if status != "allowed":
             return CallOutcome(status, tool, _explain(decision, status), gov, decision=decision)
-        return await self._execute(served, arguments, decision, gov, progress)
+        outcome = await self._execute(served, arguments, decision, gov, progress)
+        if settled is not None and self.approvals is not None:
+            await self.approvals.returned(settled, outcome)
+        return outcome
 
     async def _execute(
         self,
@@ -813,7 +855,8 @@ def _explain(decision: RouteDecision, status: OutcomeStatus) -> str:
         return (
             f"Held for human approval ({code}): {message} Approval id "
             f"{decision.pending_approval_id}, expires {decision.approval_expires_at}. "
-            "Ask the operator to approve it, then retry the identical call once."
+            "Ask the operator to approve it (`pyhall approvals approve "
+            f"{decision.pending_approval_id}`), then retry the identical call once."
         )
     return (
         f"Denied by the governance hall ({code}): {message} "

@@ -7,7 +7,7 @@ import json
 import shutil
 import sys
 
-from ._common import add_hall_arg, emit, hall_dir
+from ._common import add_hall_arg, add_json_arg, emit, hall_dir
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -22,6 +22,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--env", dest="hall_env", choices=["dev", "stage", "prod", "edge"])
     parser.add_argument("--tenant", metavar="ID")
     add_hall_arg(parser)
+    add_json_arg(parser)
     parser.set_defaults(func=run)
 
 

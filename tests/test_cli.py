@@ -1,0 +1,252 @@
+"""Every ``pyhall`` command as a subprocess on a temporary hall: success, each error
+class, and --json output parsed back."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PYHALL = [sys.executable, "-m", "pyhall_mcp.cli"]
+
+
+def pyhall(*args: str, env: dict[str, str] | None = None, timeout: float = 60):
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("PYHALL_")}
+    full_env.update(env or {})
+    return subprocess.run([*PYHALL, *args], capture_output=True, text=True, env=full_env,
+                          timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def as_json(result) -> dict:
+    return json.loads(result.stdout)
+
+
+@pytest.fixture(scope="module")
+def hall(tmp_path_factory) -> Path:
+    target = tmp_path_factory.mktemp("cli") / "hall"
+    result = pyhall("init", str(target), "--json")
+    assert result.returncode == 0, result.stderr
+    data = as_json(result)
+    assert data["hall"] == str(target)
+    assert len(data["signed_workers"]) == 5
+    return target
+
+
+def no_traceback(result) -> None:
+    assert "Traceback" not in result.stderr
+    assert "Traceback" not in result.stdout
+
+
+def test_help_lists_exit_codes() -> None:
+    result = pyhall("--help")
+    assert result.returncode == 0
+    assert "exit codes:" in result.stdout and "configuration error" in result.stdout
+
+
+def test_version_json() -> None:
+    data = as_json(pyhall("version", "--json"))
+    assert data["wcp"] == "0.1" and data["mcp_sdk"].startswith("2.")
+
+
+def test_unknown_command_is_a_usage_error() -> None:
+    result = pyhall("frobnicate")
+    assert result.returncode == 2
+    no_traceback(result)
+
+
+def test_init_refuses_to_overwrite(hall: Path) -> None:
+    result = pyhall("init", str(hall), "--json")
+    assert result.returncode == 1
+    assert "not empty" in as_json(result)["error"]
+    no_traceback(result)
+
+
+def test_init_makes_owner_only_keys_and_new_trust(hall: Path) -> None:
+    for key in (hall / ".pyhall" / "keys").glob("*.key"):
+        assert key.stat().st_mode & 0o077 == 0
+    trusted = (hall / "keys" / "trusted.yaml").read_text()
+    assert "pyhall init" in trusted
+
+
+def test_route_allowed_and_denied(hall: Path) -> None:
+    allowed = pyhall("route", "--hall", str(hall), "--capability", "cap.hello.greet", "--json")
+    assert allowed.returncode == 0, allowed.stdout + allowed.stderr
+    assert as_json(allowed)["selected_worker_id"] == "org.demo.greeter"
+    denied = pyhall("route", "--hall", str(hall), "--capability", "cap.nothing.here", "--json")
+    assert denied.returncode == 1
+    data = as_json(denied)
+    assert data["deny_reason_if_denied"]["code"] == "DENY_NO_MATCHING_RULE"
+    assert data["matched_rule_id"] == "NO_MATCH"
+
+
+def test_route_human_output_and_usage_error(hall: Path) -> None:
+    result = pyhall("route", "--hall", str(hall), "--capability", "cap.hello.greet")
+    assert result.stdout.startswith("ALLOWED -> org.demo.greeter")
+    bad = pyhall("route", "--hall", str(hall), "--capability", "cap.x", "--request", "{nope")
+    assert bad.returncode == 2 and "--request is not JSON" in bad.stderr
+    no_traceback(bad)
+
+
+def test_configuration_error_names_the_file(tmp_path: Path) -> None:
+    result = pyhall("route", "--hall", str(tmp_path), "--capability", "cap.hello.greet",
+                    "--json")
+    assert result.returncode == 3
+    data = as_json(result)
+    assert data["details"]["file"].endswith("hall.yaml") and data["details"]["fix"]
+    no_traceback(result)
+
+
+def test_bad_environment_setting_names_the_variable(hall: Path) -> None:
+    result = pyhall("status", "--hall", str(hall), env={"PYHALL_REQUIRE_SIGNATORY": "maybe"})
+    assert result.returncode == 3
+    assert "PYHALL_REQUIRE_SIGNATORY" in result.stderr
+    no_traceback(result)
+
+
+def test_validate_valid_hall(hall: Path) -> None:
+    result = pyhall("validate", "--hall", str(hall), "--json")
+    data = as_json(result)
+    assert result.returncode == 0, data
+    assert data["ok"] and data["errors"] == 0
+
+
+def test_validate_reports_each_problem_with_file_and_fix(hall: Path, tmp_path: Path) -> None:
+    broken = tmp_path / "broken"
+    assert pyhall("init", str(broken)).returncode == 0
+    (broken / "rules" / "demo.yaml").write_text(
+        "rules:\n  - rule_id: a\n    match: {capabilty_id: cap.x}\n")
+    (broken / "workers" / "greeter" / "greeter.py").write_text("# tampered\n")
+    result = pyhall("validate", "--hall", str(broken), "--json")
+    assert result.returncode == 1
+    problems = as_json(result)["problems"]
+    messages = " | ".join(p["message"] for p in problems)
+    assert "unknown match key(s): capabilty_id" in messages
+    assert "ATTEST_HASH_MISMATCH" in messages
+    assert all(p["file"] for p in problems if p["severity"] == "error")
+
+
+def test_validate_fixtures_and_goldens(tmp_path: Path) -> None:
+    rules = tmp_path / "rules.json"
+    rules.write_text(json.dumps({"rules": [{
+        "rule_id": "r1", "match": {"capability_id": "cap.a.b"},
+        "decision": {"candidate_workers_ranked": [{"worker_species_id": "wrk.a.b"}]}}]}))
+    base = {"env": "dev", "data_label": "PUBLIC", "tenant_risk": "low", "qos_class": "P2",
+            "tenant_id": "t", "correlation_id": "c"}
+    tests = tmp_path / "tests.json"
+    tests.write_text(json.dumps({
+        "registry": {"controls_present": [], "workers_available": ["wrk.a.b"]},
+        "tests": [
+            {"test_id": "ok", "input": {**base, "capability_id": "cap.a.b"},
+             "expect": {"denied": False, "selected_worker_species_id": "wrk.a.b"}},
+            {"test_id": "no-rule", "input": {**base, "capability_id": "cap.z.z"},
+             "expect": {"denied": True, "deny_code": "DENY_NO_MATCHING_RULE"}},
+        ]}))
+    first = pyhall("validate", str(rules), str(tests), "--update-goldens")
+    assert first.returncode == 0, first.stdout
+    assert (tmp_path / "tests.goldens.json").exists()
+    again = pyhall("validate", str(rules), str(tests), "--json")
+    assert again.returncode == 0 and as_json(again)["ok"]
+    tests.write_text(tests.read_text().replace('"denied": false', '"denied": true'))
+    failing = pyhall("validate", str(rules), str(tests), "--json")
+    assert failing.returncode == 1
+    assert not as_json(failing)["results"][0]["ok"]
+
+
+def test_status_json(hall: Path) -> None:
+    data = as_json(pyhall("status", "--hall", str(hall), "--json"))
+    workers = {w["tool"]: w for w in data["workers"]}
+    assert set(workers) == {"greet", "summarize_document", "hash_document", "read_file",
+                            "delete_file"}
+    assert all(w["attestation"] == "verified" for w in workers.values())
+    assert data["policy_version"].startswith("sha256:")
+    assert "receipts" in data["audit"]
+
+
+def test_conformance_full_then_lowered_with_reason(hall: Path) -> None:
+    full = pyhall("conformance", "--hall", str(hall), "--json")
+    assert as_json(full)["level"] == "WCP-Full", full.stdout
+    lowered = as_json(pyhall("conformance", "--hall", str(hall), "--json",
+                             env={"PYHALL_REQUIRE_WORKER_ATTESTATION": "false"}))
+    assert lowered["level"] == "WCP-Standard"
+    failed = {c["name"]: c["why"] for c in lowered["checks"] if not c["passed"]}
+    assert failed == {"worker attestation": "floor require_worker_attestation is off"}
+    no_signatory = as_json(pyhall("conformance", "--hall", str(hall), "--json",
+                                  env={"PYHALL_REQUIRE_SIGNATORY": "false"}))
+    assert no_signatory["level"] == "WCP-Standard"
+    assert any(c["name"] == "signatory tenants" and not c["passed"]
+               for c in no_signatory["checks"])
+
+
+def test_scaffold_then_enroll(hall: Path, tmp_path: Path) -> None:
+    made = pyhall("scaffold", "shouter", "--capability", "cap.text.shout", "--out",
+                  str(tmp_path), "--json")
+    assert made.returncode == 0
+    assert "worker.yaml" in as_json(made)["files"]
+    source = tmp_path / "shouter"
+    enrolled = pyhall("enroll", str(source), "--hall", str(hall), "--json")
+    assert enrolled.returncode == 0, enrolled.stderr
+    assert (hall / "workers" / "shouter" / "worker.yaml").exists()
+    again = pyhall("enroll", str(source), "--hall", str(hall))
+    assert again.returncode == 1 and "--replace" in again.stderr
+    assert pyhall("enroll", str(source), "--hall", str(hall), "--replace").returncode == 0
+    bad = pyhall("scaffold", "Bad Name", "--capability", "cap.a.b")
+    assert bad.returncode == 2
+
+
+def test_enroll_refuses_symlinks_and_invalid_records(hall: Path, tmp_path: Path) -> None:
+    pyhall("scaffold", "linker", "--capability", "cap.text.link", "--out", str(tmp_path))
+    (tmp_path / "linker" / "escape").symlink_to("/etc")
+    result = pyhall("enroll", str(tmp_path / "linker"), "--hall", str(hall))
+    assert result.returncode == 1 and "symlink" in result.stderr
+    record = tmp_path / "bad.yaml"
+    record.write_text("worker_id: org.x.bad\nworker_species_id: wrk.x.bad\ncapabilities: []\n")
+    invalid = pyhall("enroll", str(record), "--hall", str(hall), "--json")
+    assert invalid.returncode == 3
+    assert as_json(invalid)["details"]["location"] == "capabilities"
+
+
+def test_search_and_explain(hall: Path) -> None:
+    found = as_json(pyhall("search", "delete", "--json"))
+    assert any(e["id"] == "cap.fs.delete" for e in found["results"])
+    assert pyhall("search", "zzzz-nothing").returncode == 1
+    explained = as_json(pyhall("explain", "cap.fs.read", "--hall", str(hall), "--json"))
+    assert explained["enrolled_workers"] == [
+        {"worker_id": "org.demo.file-reader", "tool": "read_file"}]
+    legacy = as_json(pyhall("explain", "ctrl.blast_radius_scoring", "--json"))
+    assert legacy["entry"]["id"] == "ctrl.blast-radius-scoring"
+    assert pyhall("explain", "cap.nope.nope").returncode == 1
+
+
+def test_config_entries(hall: Path) -> None:
+    data = as_json(pyhall("config", "cursor", "--hall", str(hall), "--json"))
+    entry = data["mcpServers"]["pyhall"]
+    assert str(hall) in entry["args"]
+
+
+def test_completion_bash() -> None:
+    script = pyhall("completion", "bash").stdout
+    assert "complete -F _pyhall pyhall" in script and " route " in script
+
+
+def test_call_through_a_real_gateway(hall: Path) -> None:
+    ok = pyhall("call", "greet", "--args", '{"name": "Ada"}', "--hall", str(hall), "--json")
+    assert ok.returncode == 0, ok.stderr
+    assert as_json(ok)["structuredContent"] == {"greeting": "Hello, Ada!"}
+    unknown = pyhall("call", "nope", "--hall", str(hall), "--json")
+    assert unknown.returncode == 1
+    assert as_json(unknown)["jsonrpc_error"]["code"] == -32602
+    bad_args = pyhall("call", "greet", "--args", "[1]", "--hall", str(hall))
+    assert bad_args.returncode == 2
+
+
+def test_demo_shows_every_outcome(hall: Path) -> None:
+    result = pyhall("demo", "--hall", str(hall), "--json", timeout=120)
+    data = as_json(result)
+    assert result.returncode == 0, json.dumps(data["steps"], indent=1)
+    outcomes = [s["outcome"] for s in data["steps"]]
+    assert {"allowed", "denied", "held"} <= set(outcomes)
+    assert data["steps"][-1]["title"] == "audit verify" and data["steps"][-1]["as_expected"]
