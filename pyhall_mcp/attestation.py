@@ -138,7 +138,7 @@ def _excluded(name: str, *, at_root: bool) -> bool:
 
 
 def _refuse(reason: str) -> AttestationError:
-    return AttestationError(ATTEST_HASH_MISMATCH, f"package cannot be hashed: {reason}")
+    return AttestationError(ATTEST_HASH_MISMATCH, f"package cannot be hashed: {_scrub(reason)}")
 
 
 def _check_link(root: str, rel: str, target: str) -> None:
@@ -750,11 +750,12 @@ def _install(staging: str, final: Path, digest: str) -> None:
         if _intact(final, digest):
             _remove_tree(staging)
             return
-    # Damaged: move it aside first so the name is never half-removed.
-    aside = tempfile.mkdtemp(dir=final.parent, prefix=".damaged.")
-    os.rename(final, os.path.join(aside, "old"))
+    # Damaged: move it aside first so the name is never half-removed. A sibling
+    # name, because moving a read-only directory to another parent is refused.
+    aside = final.with_name(f".damaged.{os.urandom(8).hex()}")
+    os.rename(final, aside)
     os.rename(staging, final)
-    _remove_tree(aside)
+    _remove_tree(str(aside))
 
 
 def snapshot_package(worker_dir: str | Path, digest: str, snapshots_root: str | Path) -> Path:

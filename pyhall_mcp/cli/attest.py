@@ -109,7 +109,7 @@ def _keygen(args: argparse.Namespace) -> int:
     key = SigningKey.generate()
     key.save(args.out)
     entry = key.trusted(["attestation"], namespaces=sorted(set(args.namespace)))
-    entry_data = entry.model_dump(exclude_none=True, exclude_defaults=False)
+    entry_data = entry.model_dump(exclude_none=True, exclude_defaults=True)
     text = [
         f"wrote private key {args.out} (0600); keep it out of version control",
         "add this entry under `keys:` in keys/trusted.yaml:",
