@@ -708,7 +708,12 @@ class ReceiptLog:
         self._tree = self._resume_checkpoints(record.seq)
 
     def _resume_checkpoints(self, size: int) -> MerkleFrontier:
-        """Rebuild the Merkle tree, starting from the latest checkpoint that holds."""
+        """Rebuild the Merkle tree, starting from the latest checkpoint that holds.
+
+        A signed checkpoint the log contradicts (a shorter log, another head hash)
+        means the log was cut or rewritten: refuse to write on top of it.
+        """
+        _drop_torn_line(self._layout.checkpoints)
         try:
             checkpoints, _ = read_checkpoints(self._layout.checkpoints)
         except (OSError, ValueError) as exc:
@@ -719,7 +724,8 @@ class ReceiptLog:
             try:
                 checkpoint.verify(self._keyring)
                 tree = checkpoint.frontier()
-            except (SigningError, ValueError, OverflowError):
+            except (SigningError, ValueError, OverflowError) as exc:
+                logger.warning("skipping checkpoint line %d: %s", checkpoint.line, exc)
                 continue
             if checkpoint.size > size:
                 raise IntegrityError(
@@ -728,9 +734,14 @@ class ReceiptLog:
                     "run `pyhall audit verify`",
                     seq=size + 1,
                 )
-            if self._hash_at(checkpoint.size) == checkpoint.head_hash:
-                base = (checkpoint, tree)
-                break
+            if self._hash_at(checkpoint.size) != checkpoint.head_hash:
+                raise IntegrityError(
+                    f"receipt seq {checkpoint.size} differs from the one checkpoint line "
+                    f"{checkpoint.line} signed: the log was rewritten; run `pyhall audit verify`",
+                    seq=checkpoint.size,
+                )
+            base = (checkpoint, tree)
+            break
         if base is None:
             tree, start = MerkleFrontier(), 1
             self._checkpointed = 0
@@ -945,6 +956,21 @@ class ReceiptLog:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
+
+
+def _drop_torn_line(path: Path) -> None:
+    """Cut a checkpoint line left half-written by a crash, so the next one starts clean."""
+    try:
+        with path.open("rb+") as fh:
+            data = fh.read()
+            if not data or data.endswith(b"\n"):
+                return
+            fh.truncate(data.rfind(b"\n") + 1)
+            fh.flush()
+            os.fsync(fh.fileno())
+    except FileNotFoundError:
+        return
+    logger.warning("%s: removed a checkpoint line cut short by a crash", path)
 
 
 def _unlock(fd: int | None) -> None:

@@ -584,6 +584,35 @@ def test_a_torn_last_checkpoint_line_is_ignored_with_a_warning(
     assert any("incomplete last line" in w for w in report.warnings)
 
 
+def test_reopening_after_a_torn_checkpoint_line_repairs_the_file(
+    layout: HallLayout, log30: list[Receipt]
+) -> None:
+    with layout.checkpoints.open("a") as fh:
+        fh.write('{"v":1,"size":3')
+    with ReceiptLog.open(layout) as log:
+        log.record_sync(decision(31))
+    report = verify_log(layout)
+    assert report.ok and report.checkpoint_size == 31 and not report.warnings
+
+
+def test_open_refuses_a_log_rewritten_under_a_checkpoint(
+    layout: HallLayout, log30: list[Receipt]
+) -> None:
+    key = SigningKey.load(layout.signing_key)
+    last = log30[-1]
+    body = {k: v for k, v in last.body.items() if k in decision(0) or k == "kind"}
+    forged = build_receipt(
+        {**body, "decision": "denied"},
+        seq=30,
+        prev_receipt_hash=last.body["prev_receipt_hash"],
+        key=key,
+        receipt_id=last.receipt_id,
+    )
+    put_receipt(layout, forged, replace=True)
+    with pytest.raises(IntegrityError, match="rewritten"):
+        ReceiptLog.open(layout)
+
+
 def test_verify_with_a_keyring_kept_elsewhere(layout: HallLayout, log30: list[Receipt]) -> None:
     assert verify_log(layout, keyring=Keyring.load(layout.receipt_keyring)).ok
     stranger = Keyring([SigningKey.generate().trusted(["receipts"])])
