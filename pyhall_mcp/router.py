@@ -99,6 +99,7 @@ class _Call:
         "blast_passed",
         "blast_score",
         "candidates",
+        "chain_blast",
         "config",
         "decision",
         "decision_id",
@@ -140,6 +141,7 @@ class _Call:
         self.selected: WorkerRecord | str | None = None
         self.missing: list[str] = []
         self.blast_score: int | None = None
+        self.chain_blast = 0
         self.blast_passed: bool | None = None
         self.policy_version: str | None = None
         self.gate_reason = "no_gate_required"
@@ -176,9 +178,8 @@ class _View:
         pinned: str | None,
     ) -> None:
         self.registry = registry
-        self.pooled = (
-            None if controls is None else frozenset(canonical_control(c) for c in controls)
-        )
+        # Without a registry, no controls set means no control is present (fail closed).
+        self.pooled = frozenset(canonical_control(c) for c in controls or ())
         self.available = available
         self.pinned = pinned
 
@@ -191,7 +192,7 @@ class _View:
                 ok = bool(self.available is not None and self.available(species))
             except Exception:
                 ok = False
-            missing = required - self.pooled if self.pooled is not None else frozenset()
+            missing = required - self.pooled
             return (species if ok else None), (None if ok else "unavailable"), missing
         reason, missing = "unavailable", frozenset[str]()
         for record in self.registry.of_species(species):
@@ -347,12 +348,14 @@ def _check_blast(call: _Call) -> None:
     ):
         return
     worker = call.selected if isinstance(call.selected, WorkerRecord) else None
-    score = max(
+    own = max(
         blast_heuristic(inp),
         worker_blast_score(inp.blast_radius),
         worker.blast_radius.score() if worker is not None and worker.blast_radius else 0,
         inp.blast_score or 0,
     )
+    # Blast adds up along a chain of calls sharing a correlation id (spec section 8).
+    score = min(100, own + call.chain_blast)
     call.blast_score = score
     over = (in_prod and score >= config.blast_gate_threshold) or (
         decision.max_blast_score is not None and score > decision.max_blast_score
@@ -783,6 +786,7 @@ def make_decision(
     pinned_worker_id: str | None = None,
     tool: str | None = None,
     human_approved: bool = False,
+    chain_blast: int = 0,
     now: datetime | None = None,
 ) -> RouteDecision:
     """Route a capability request: a RouteDecision, allowed or denied. Never raises.
@@ -792,7 +796,8 @@ def make_decision(
     blast radius, privilege envelopes and attestations from it; the reference
     callables, when also given, take precedence. ``pinned_worker_id`` limits
     candidates to one worker (the MCP gateway pins the called tool's worker);
-    ``human_approved`` records that a person approved exactly this call.
+    ``human_approved`` records that a person approved exactly this call;
+    ``chain_blast`` is the blast already spent by earlier calls of the same chain.
     ``policy_gate_eval`` may be a callable or an object with ``evaluate``.
     """
     when = now or datetime.now(UTC)
@@ -817,6 +822,7 @@ def make_decision(
         call.task_id = task_id
         call.tool = tool
         call.human_approved = human_approved
+        call.chain_blast = max(0, min(100, int(chain_blast)))
         view = _View(
             registry, registry_controls_present, registry_worker_available, pinned_worker_id
         )
