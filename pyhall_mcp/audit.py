@@ -593,6 +593,7 @@ def _trust_own_key(layout: HallLayout, key: SigningKey) -> Keyring:
         stamp = datetime.now(UTC).isoformat(timespec="seconds")
         ring.add(key.trusted(["receipts"], note=f"hall receipt key, first used {stamp}"))
         ring.save(path)
+        _sync(path)  # receipts signed by this key must never outlive its public half
     elif "receipts" not in entry.purposes or not entry.valid_at(datetime.now(UTC)):
         raise SigningError(
             f"the hall's signing key {key.key_id} is revoked, expired or not trusted for receipts",
@@ -659,7 +660,9 @@ class ReceiptLog:
             raise ValueError("checkpoint_every, max_batch and the intervals must be positive")
         lock_fd = _lock_state(layout)
         try:
-            key, _ = SigningKey.load_or_create(layout.signing_key)
+            key, created = SigningKey.load_or_create(layout.signing_key)
+            if created:
+                _sync(layout.signing_key)
             keyring = _trust_own_key(layout, key)
             log = cls(
                 layout,
@@ -956,6 +959,16 @@ class ReceiptLog:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
+
+
+def _sync(path: Path) -> None:
+    """fsync a file and its directory entry."""
+    for target in (path, path.parent):
+        fd = os.open(target, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def _drop_torn_line(path: Path) -> None:
