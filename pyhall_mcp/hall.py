@@ -16,6 +16,7 @@ import os
 import sys
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -281,6 +282,8 @@ class Hall:
         self.served = served
         self.attestation_failures = attestation_failures
         self.audit: ReceiptLog | None = None
+        #: Blast already spent per client-supplied correlation id (bounded, oldest dropped).
+        self._chain_blast: OrderedDict[str, int] = OrderedDict()
         self.approvals: ApprovalDesk | None = None  # opened with the audit log
         workspace = workspace_dir(layout, settings)
         self.workspace = str(workspace) if workspace else None
@@ -426,6 +429,7 @@ class Hall:
             pinned_worker_id=record.worker_id if record else None,
             tool=record.tool.name if record and record.tool else None,
             human_approved=human_approved,
+            chain_blast=self._chain_blast.get(inp.correlation_id, 0),
         )
         worker_id = record.worker_id if record else decision.selected_worker_id
         failure = self.attestation_failures.get(worker_id or "")
@@ -567,6 +571,8 @@ class Hall:
                 decide_approved=lambda: self.decide(inp, record, human_approved=True),
             )
             decision = settled.decision
+        if META_CORRELATION_ID in meta:
+            self._spend_blast(decision)
         self._emit(decision)
         status: OutcomeStatus = (
             "held"
@@ -669,6 +675,16 @@ class Hall:
         )
 
     # -- helpers ---------------------------------------------------------------------------
+    def _spend_blast(self, decision: RouteDecision) -> None:
+        """Record an allowed call's blast on its chain (calls sharing a correlation id)."""
+        if decision.denied or decision.dry_run or decision.blast_score is None:
+            return
+        chain = self._chain_blast
+        spent = chain.pop(decision.correlation_id, 0)
+        chain[decision.correlation_id] = min(100, max(spent, decision.blast_score))
+        while len(chain) > 10_000:
+            chain.popitem(last=False)
+
     def _argument_errors(self, served: _Served, arguments: Any) -> list[str]:
         if not isinstance(arguments, Mapping):
             return ["(arguments): must be an object"]
