@@ -43,9 +43,11 @@ satisfied by a trailing newline), ``under`` (path inside a directory),
   ``allow``; when nothing matches the answer is ``DENY`` (default deny).
 - An operator that cannot judge a value (a string operator on a number, a
   number operator on a string, equality against a list or object, a NUL in a
-  path) raises :class:`~pyhall_mcp.errors.PolicyError` at run time. The router
-  turns any gate exception into ``DENY_INTERNAL_ERROR`` (spec section 10), so
-  a run-time evaluation error is always a denial, never a skipped statement.
+  path) raises :class:`~pyhall_mcp.errors.PolicyError` at run time. Statements
+  are tried deny first, then require_human, then allow, and the first that
+  matches decides; one that errors stops the evaluation instead of being
+  skipped. The router turns any gate exception into ``DENY_INTERNAL_ERROR``
+  (spec section 10), so a run-time evaluation error is always a denial.
 
 A statement with ``arguments:`` must target specific workers or tools (an
 equality or ``in`` condition on ``worker_id`` or ``tool``) and, when the
@@ -242,7 +244,8 @@ class PolicyGate:
             return ("DENY", NoPolicyEngine.VERSION, "no_policy_configured")
         return self.engine.evaluate(context)
 
-    __call__ = evaluate
+    def __call__(self, context: Mapping[str, Any]) -> tuple[str, str, str]:
+        return self.evaluate(context)  # a subclass's evaluate, too
 
 
 class NoPolicyEngine:

@@ -751,6 +751,7 @@ def test_policy_gate_delegates_and_can_be_subclassed(tmp_path: Path) -> None:
             return ("REQUIRE_HUMAN", "v1", "mine")
 
     assert Mine().evaluate({}) == ("REQUIRE_HUMAN", "v1", "mine")
+    assert Mine()({}) == ("REQUIRE_HUMAN", "v1", "mine")
 
 
 # ---------------------------------------------------------------------------
