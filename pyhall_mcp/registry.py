@@ -247,6 +247,7 @@ class Registry:
         self._dirs: dict[str, Path] = {}
         self._by_species: dict[str, tuple[WorkerRecord, ...]] = {}
         self._by_tool: dict[str, WorkerRecord] = {}
+        self._clashed_tools: set[str] = set()
         self._extra_controls: frozenset[str] = frozenset()
         self._available_override: frozenset[str] | None = None
         self._egress_allowlist: dict[str, tuple[str, ...]] = {}
@@ -327,11 +328,26 @@ class Registry:
                 fix="give each worker a unique worker_id",
             )
         if parsed.tool is not None:
-            other = self._by_tool.get(parsed.tool.name)
-            if other is not None and other.worker_id != parsed.worker_id:
-                # Tool shadowing: neither worker gets the name.
+            name = parsed.tool.name
+            other = self._by_tool.get(name)
+            if name in self._clashed_tools or (
+                other is not None and other.worker_id != parsed.worker_id
+            ):
+                # Tool shadowing: neither worker gets the name, whichever came first.
+                self._clashed_tools.add(name)
+                if other is not None:
+                    self._quarantine(
+                        RegistryError(
+                            f"tool name {name!r} is also claimed by {parsed.worker_id}; "
+                            "neither is served",
+                            file=self._sources.get(other.worker_id),
+                            location="tool.name",
+                            fix="give each tool a unique name",
+                        )
+                    )
+                    self.remove(other.worker_id)
                 raise RegistryError(
-                    f"tool name {parsed.tool.name!r} is already served by {other.worker_id}",
+                    f"tool name {name!r} is claimed by more than one worker; neither is served",
                     file=source,
                     location="tool.name",
                     fix="give each tool a unique name",
