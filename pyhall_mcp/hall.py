@@ -19,6 +19,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -318,7 +319,12 @@ class Hall:
         trusted = Keyring.load(layout.trusted_keys)
         config = settings.floors
         if config.require_credential and not config.credential_issuers:
-            issuers = {k.key_id: k.public_key for k in trusted if "credentials" in k.purposes}
+            now = datetime.now(UTC)
+            issuers = {
+                k.key_id: k.public_key
+                for k in trusted
+                if "credentials" in k.purposes and k.valid_at(now)  # revoked keys drop out
+            }
             config = config.model_copy(update={"credential_issuers": issuers})
             settings = settings.model_copy(update={"floors": config})
         registry = Registry.load(layout.workers_dir) if layout.workers_dir.is_dir() else Registry()
