@@ -68,6 +68,9 @@ class Gateway:
         self.bus = InMemorySubscriptionBus()
         self._session: Any = None  # the latest handshake-era session, for list_changed
         self._tools: types.ListToolsResult | None = None
+        # The baseline is taken here, not when watching starts: a change made while the
+        # server starts up would otherwise be part of the baseline and never reloaded.
+        self._seen = _fingerprint(hall.layout.workers_dir)
 
     # -- MCP handlers ---------------------------------------------------------------
     async def list_tools(
@@ -127,7 +130,7 @@ class Gateway:
     async def watch(self, interval_s: float) -> None:
         """Reload the hall when its workers change; a bad reload keeps the old set."""
         root = self.hall.layout.workers_dir
-        seen = await anyio.to_thread.run_sync(_fingerprint, root)
+        seen = self._seen
         while True:
             await anyio.sleep(interval_s)
             current = await anyio.to_thread.run_sync(_fingerprint, root)
