@@ -1,0 +1,227 @@
+"""``pyhall approvals list|show|approve|deny``: the operator decides on held calls.
+
+A call held for a person (``DENY_REQUIRES_HUMAN_APPROVAL``, or
+``DENY_REQUIRES_HUMAN`` from the blast gate) waits in the hall's approvals
+store. ``approve`` lets the agent's *identical* retry run once before the
+approval expires; ``deny`` refuses identical retries until then.
+
+Receipts: while a gateway serves the hall it holds the receipt log, so this
+command only records the decision (who, when, note) in the store and the
+gateway receipts it within seconds (or at the agent's retry). When no gateway
+runs, this command takes the log itself and receipts the decision at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+from typing import Any
+
+from ._common import (
+    EXIT_NO,
+    EXIT_OK,
+    EXIT_USAGE,
+    CommandFailed,
+    add_hall_arg,
+    add_json_arg,
+    emit,
+    hall_dir,
+)
+
+__all__ = ["register"]
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "approvals",
+        help="list held calls and approve or deny them",
+        description="Held calls wait here for a person. Approving lets the agent's identical "
+        "retry run exactly once before the approval expires.",
+    )
+    sub = parser.add_subparsers(dest="approvals_command", metavar="SUBCOMMAND", required=True)
+
+    listing = sub.add_parser("list", help="held calls waiting for a decision (--all: every one)")
+    listing.add_argument("--all", action="store_true", help="include decided, used and expired")
+    listing.add_argument("--limit", type=int, default=100, help="at most this many (newest first)")
+    _common(listing)
+    listing.set_defaults(func=run_list)
+
+    show = sub.add_parser("show", help="everything recorded about one approval")
+    show.add_argument("approval_id", metavar="ID")
+    _common(show)
+    show.set_defaults(func=run_show)
+
+    for name, verb in (("approve", "approved"), ("deny", "denied")):
+        decide = sub.add_parser(
+            name,
+            help=f"{name} a held call (exit 1 if unknown, expired or already decided)",
+        )
+        decide.add_argument("approval_id", metavar="ID")
+        decide.add_argument("--note", help="why (recorded with the decision and receipted)")
+        decide.add_argument("--by", help="who decides (default: operator:<login name>)")
+        _common(decide)
+        decide.set_defaults(func=run_decide, decision=verb)
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--state-dir",
+        metavar="DIR",
+        help="the hall's state directory (default: DIR/.pyhall or $PYHALL_STATE_DIR)",
+    )
+    add_hall_arg(parser)
+    add_json_arg(parser)
+
+
+def _layout(args: argparse.Namespace) -> Any:
+    from ..layout import HallLayout
+
+    return HallLayout.for_hall(hall_dir(args), args.state_dir)
+
+
+def _store(args: argparse.Namespace, *, create: bool) -> Any:
+    """The hall's approvals store; None when it does not exist and ``create`` is false."""
+    from ..approvals import ApprovalStore
+
+    layout = _layout(args)
+    if not create and not layout.approvals_db.exists():
+        return None
+    return ApprovalStore.open(layout.approvals_db)
+
+
+def _check_id(approval_id: str) -> str:
+    from ..approvals import check_id
+    from ..errors import ApprovalError
+
+    try:
+        return check_id(approval_id)
+    except ApprovalError as exc:
+        raise CommandFailed(str(exc), EXIT_USAGE) from None
+
+
+def _minutes(seconds: int) -> str:
+    if seconds <= 0:
+        return "expired"
+    return f"in {seconds // 60}m{seconds % 60:02d}s" if seconds < 3600 else f"in {seconds // 3600}h"
+
+
+def _render(item: dict[str, Any]) -> str:
+    args = "  ".join(f"{k}={v}" for k, v in item["arguments"].items()) or "(no arguments)"
+    head = f"{item['approval_id']}  {item['status']}  expires {item['expires_at']}"
+    if item["status"] in ("pending", "approved"):
+        head += f" ({_minutes(item['expires_in_s'])})"
+    lines = [
+        head,
+        f"  who:  tenant {item['tenant_id']}",
+        f"  what: {item['tool']}  {args}",
+        f"  why:  {item['reason'] or item['reason_code']}",
+    ]
+    if item.get("decided_by"):
+        verb = item["status"] if item["status"] in ("denied", "cancelled") else "approved"
+        note = f" ({item['note']})" if item.get("note") else ""
+        lines.append(f"  {verb} by {item['decided_by']} at {item['decided_at']}{note}")
+    if item.get("used_at"):
+        lines.append(f"  ran at {item['used_at']}")
+    return "\n".join(lines)
+
+
+def run_list(args: argparse.Namespace) -> int:
+    store = _store(args, create=False)
+    items: list[dict[str, Any]] = []
+    if store is not None:
+        try:
+            now = store.now_us()
+            statuses = None if args.all else ("pending", "approved")
+            found = store.list(statuses, limit=max(1, args.limit))
+            items = [a.as_dict(now) for a in found]
+            if not args.all:  # an unswept approval past its time is not actionable
+                items = [i for i in items if i["status"] in ("pending", "approved")]
+        finally:
+            store.close()
+    text = "\n\n".join(_render(i) for i in items) if items else "No held calls waiting."
+    emit(args, {"ok": True, "count": len(items), "approvals": items}, text)
+    return EXIT_OK
+
+
+def run_show(args: argparse.Namespace) -> int:
+    approval_id = _check_id(args.approval_id)
+    store = _store(args, create=False)
+    approval = None
+    if store is not None:
+        try:
+            approval = store.get(approval_id)
+            now = store.now_us()
+        finally:
+            store.close()
+    if approval is None:
+        raise CommandFailed(f"no approval {approval_id!r} in this hall", EXIT_NO)
+    item = approval.as_dict(now)
+    emit(args, {"ok": True, "approval": item}, _render(item))
+    return EXIT_OK
+
+
+def _operator(by: str | None) -> str:
+    if by and by.strip():
+        return by.strip()
+    try:
+        return f"operator:{getpass.getuser()}"
+    except Exception:  # no login name (containers): still say who in kind
+        return "operator"
+
+
+def run_decide(args: argparse.Namespace) -> int:
+    from ..errors import ApprovalError
+
+    approval_id = _check_id(args.approval_id)
+    store = _store(args, create=False)
+    if store is None:
+        raise CommandFailed(f"no approval {approval_id!r} in this hall", EXIT_NO)
+    try:
+        try:
+            approval = store.decide(
+                approval_id, args.decision, by=_operator(args.by), note=args.note
+            )
+        except ApprovalError as exc:
+            raise CommandFailed(str(exc), EXIT_NO) from None
+        receipted = _receipt_now(_layout(args), store)
+    finally:
+        store.close()
+    item = approval.as_dict(store.now_us())
+    if args.decision == "approved":
+        then = f"the agent's identical retry runs once before {item['expires_at']}"
+    else:
+        then = f"identical retries are refused until {item['expires_at']}"
+    text = (
+        f"{args.decision} {approval_id}: {item['tool']} for tenant {item['tenant_id']}; "
+        f"{then}.\n{receipted['message']}"
+    )
+    emit(args, {"ok": True, "approval": item, "receipts": receipted}, text)
+    return EXIT_OK
+
+
+def _receipt_now(layout: Any, store: Any) -> dict[str, Any]:
+    """Receipt the decision now if no gateway holds the log; else the gateway will."""
+    from ..approvals import SWEEP_INTERVAL_S, sweep
+    from ..audit import ReceiptLog
+    from ..errors import AuditError, IntegrityError, PyhallError
+
+    if not layout.audit_db.exists():
+        return {"written": 0, "message": "This hall keeps no receipt log; nothing to receipt."}
+    try:
+        log = ReceiptLog.open(layout)
+    except AuditError as exc:
+        if not isinstance(exc, IntegrityError) and "another process" in str(exc):
+            return {
+                "written": 0,
+                "by_gateway": True,
+                "message": "A running gateway holds the receipt log; it receipts this decision "
+                f"within {SWEEP_INTERVAL_S:g} s or at the agent's retry.",
+            }
+        return {"written": 0, "message": f"Decision recorded, NOT receipted: {exc}"}
+    except PyhallError as exc:  # a key or keyring problem: the decision stands, say so
+        return {"written": 0, "message": f"Decision recorded, NOT receipted: {exc}"}
+    try:
+        written = sweep(store, log.record_sync)
+    finally:
+        log.close()
+    return {"written": written, "message": f"Receipted ({written} receipt(s) written)."}
