@@ -24,9 +24,10 @@ import anyio
 import mcp.types as types
 from mcp import MCPError
 from mcp.server import NotificationOptions, Server, ServerRequestContext
+from mcp.server.request_state import RequestStateBoundary, RequestStateSecurity
 from mcp.server.subscriptions import InMemorySubscriptionBus, ListenHandler, ToolsListChanged
 
-from . import __version__
+from . import __version__, approvals
 from .errors import ConfigError, PyhallError
 from .hall import META_GOVERNANCE, CallOutcome, Hall, overrides_from_environ
 
@@ -83,14 +84,24 @@ class Gateway:
 
     async def call_tool(
         self, ctx: ServerRequestContext[Any], params: types.CallToolRequestParams
-    ) -> types.CallToolResult:
+    ) -> types.CallToolResult | types.InputRequiredResult:
         self._remember(ctx)
         meta = dict(params.meta or {})
 
         async def progress(value: float, total: float | None, message: str | None) -> None:
             await ctx.session.report_progress(value, total, message)
 
-        outcome = await self.hall.call(params.name, params.arguments, meta=meta, progress=progress)
+        hall = self.hall
+        if params.request_state is not None and hall.approvals is not None:
+            # 2026-07-28 retry: the (sealed) state names the approval the person answered.
+            outcome = await approvals.resume_in_band(hall, params, meta, progress)
+        else:
+            outcome = await hall.call(params.name, params.arguments, meta=meta, progress=progress)
+            if outcome.status == "held" and hall.approvals is not None:
+                asked = await approvals.ask_in_band(hall, ctx, params, meta, outcome, progress)
+                if not isinstance(asked, CallOutcome):
+                    return asked  # InputRequiredResult: the client asks the person and retries
+                outcome = asked
         return self._answer(outcome)
 
     def _answer(self, outcome: CallOutcome) -> types.CallToolResult:
@@ -153,6 +164,7 @@ class Gateway:
             )
             return False
         new.audit = old.audit
+        new.approvals = old.approvals
         self.hall = new
         self._tools = None
         sys.stderr.write(f"pyhall-mcp: reloaded {len(new.served)} tools\n")
@@ -224,6 +236,9 @@ def build_server(gateway: Gateway, *, watch: bool = True) -> Server[Any]:
             interval = hall.settings.reload_interval_s
             if watch and interval > 0:
                 tasks.start_soon(gateway.watch, interval)
+            tasks.start_soon(
+                approvals.sweep_forever, lambda: gateway.hall.approvals, approvals.SWEEP_INTERVAL_S
+            )
             try:
                 yield {"gateway": gateway}
             finally:
@@ -231,7 +246,7 @@ def build_server(gateway: Gateway, *, watch: bool = True) -> Server[Any]:
                 with anyio.CancelScope(shield=True):
                     await gateway.hall.aclose()
 
-    return Server(
+    server = Server(
         "pyhall-mcp",
         version=__version__,
         title="pyhall-mcp governance gateway",
@@ -241,6 +256,12 @@ def build_server(gateway: Gateway, *, watch: bool = True) -> Server[Any]:
         on_call_tool=gateway.call_tool,
         on_subscriptions_listen=ListenHandler(gateway.bus),
     )
+    # Seal the approval id an InputRequiredResult carries: encrypted, bound to tool and
+    # arguments, expiring; the approvals store makes it single use.
+    ttl = float(gateway.hall.config.approval_ttl_s)
+    security = RequestStateSecurity.ephemeral(ttl=ttl)
+    server.middleware.append(RequestStateBoundary(security, default_audience="pyhall-mcp"))
+    return server
 
 
 async def serve_stdio(gateway: Gateway) -> None:
