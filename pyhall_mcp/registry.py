@@ -249,6 +249,7 @@ class Registry:
         self._by_tool: dict[str, WorkerRecord] = {}
         self._clashed_tools: set[str] = set()
         self._extra_controls: frozenset[str] = frozenset()
+        self._declared_controls: frozenset[str] | None = None
         self._available_override: frozenset[str] | None = None
         self._egress_allowlist: dict[str, tuple[str, ...]] = {}
         self._attested: dict[str, tuple[str, Callable[[], str | None]]] = {}
@@ -354,6 +355,8 @@ class Registry:
                 )
         self._records[parsed.worker_id] = parsed
         self._sources[parsed.worker_id] = source
+        if self._declared_controls is not None:
+            self._declared_controls = self._declared_controls | parsed.controls
         if base_dir is not None:
             self._dirs[parsed.worker_id] = Path(base_dir).resolve()
         self._reindex()
@@ -415,7 +418,13 @@ class Registry:
         return record.controls | self._extra_controls
 
     def controls_present(self) -> set[str]:
-        """Every control some worker implements (reference API; routing uses per-worker sets)."""
+        """Every control some worker implements (reference API; routing uses per-worker sets).
+
+        After ``set_controls_present`` it is that set (plus what enrolls later), as in
+        the reference: an operator narrowing the set must see denials, not a silent pool.
+        """
+        if self._declared_controls is not None:
+            return set(self._declared_controls)
         pooled = set(self._extra_controls)
         for record in self._records.values():
             pooled |= record.controls
@@ -426,11 +435,13 @@ class Registry:
         self._extra_controls = frozenset(
             canonical_control(c) for c in controls if str(c).startswith("ctrl.")
         )
+        self._declared_controls = self._extra_controls
 
     def add_controls_present(self, controls: Iterable[str]) -> None:
-        self._extra_controls = self._extra_controls | {
-            canonical_control(c) for c in controls if str(c).startswith("ctrl.")
-        }
+        added = {canonical_control(c) for c in controls if str(c).startswith("ctrl.")}
+        self._extra_controls = self._extra_controls | added
+        if self._declared_controls is not None:
+            self._declared_controls = self._declared_controls | added
 
     # -- availability ----------------------------------------------------------------
     def set_workers_available(self, worker_species_ids: Iterable[str]) -> None:
