@@ -453,3 +453,19 @@ def test_register_attestation_errors(tmp_path: Path) -> None:
     (tmp_path / "w.py").write_text("x = 1\n")
     with pytest.raises(RegistryError, match="no enrolled worker"):
         registry.register_attestation("wrk.none.x", tmp_path / "w.py")
+
+
+def test_set_controls_present_narrows_the_pooled_view_like_the_reference() -> None:
+    registry = Registry()
+    registry.enroll(_record("a", currently_implements=[AUDIT, "ctrl.sec.vault"]))
+    registry.set_controls_present(["ctrl.sec.vault", "ctrl.hall.sandbox"])
+    # The operator declared the set: the audit control is no longer present.
+    assert registry.controls_present() == {"ctrl.sec.vault", "ctrl.hall.sandbox"}
+    registry.add_controls_present(["ctrl.extra.one"])
+    registry.enroll(_record("b", currently_implements=["ctrl.obs.late_comer"]))
+    assert registry.controls_present() == {
+        "ctrl.sec.vault",
+        "ctrl.hall.sandbox",
+        "ctrl.extra.one",
+        "ctrl.obs.late-comer",
+    }
