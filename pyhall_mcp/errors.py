@@ -17,6 +17,7 @@ __all__ = [
     "RegistryError",
     "RuleError",
     "SigningError",
+    "WorkerError",
 ]
 
 
@@ -98,3 +99,11 @@ class IntegrityError(AuditError):
 
 class ApprovalError(PyhallError):
     """A pending approval is unknown, expired, already used or not bound to this call."""
+
+
+class WorkerError(PyhallError):
+    """Raised by a Python worker to fail a call with a message meant for the client.
+
+    Any other exception from a worker is reported to the client only by its type
+    name, since its text may carry paths or data of the hall.
+    """
