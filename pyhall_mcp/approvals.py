@@ -50,7 +50,7 @@ import threading
 import time
 import unicodedata
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -533,7 +533,6 @@ class Settled:
     approval: Approval | None
     #: The step to receipt after the decision: ``proposed`` (new hold), ``executed`` (runs now).
     step: Literal["proposed", "executed"] | None = None
-    receipts: dict[str, Any] = field(default_factory=dict)
 
     @property
     def receipt_fields(self) -> dict[str, Any]:

@@ -130,6 +130,13 @@ def test_summary_redacts_secrets_and_neutralises_text() -> None:
     assert (summary["n"], summary["flag"], summary["nothing"]) == ("3", "false", "null")
 
 
+def test_long_paths_keep_their_file_name() -> None:
+    path = "/srv/" + "deep/" * 60 + "report-2026.pdf"
+    shown = summarize_arguments({"path": path})["path"]
+    assert len(shown) == 160 and shown.startswith('"/srv/deep/') and "…" in shown
+    assert shown.endswith('report-2026.pdf"')
+
+
 def test_summary_caps_the_number_of_arguments() -> None:
     summary = summarize_arguments({f"k{i:02d}": i for i in range(30)})
     assert len(summary) == 21 and summary["..."] == "10 more arguments"

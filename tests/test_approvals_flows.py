@@ -332,7 +332,7 @@ async def test_out_of_band_cli_approval_runs_the_identical_retry_once(
     target = demo / "workspace" / "scratch" / "doomed.txt"
     target.write_text("delete me\n")
     call = {"path": str(target)}  # absolute: under the workspace however paths resolve
-    async with connect(demo, mode) as (client, _):
+    async with connect(demo, mode) as (client, gateway):
         held = await client.call_tool("delete_file", call)
         apr = held_id(held)
         assert held.structured_content["approval_expires_at"]  # type: ignore[index]
@@ -357,6 +357,9 @@ async def test_out_of_band_cli_approval_runs_the_identical_retry_once(
         assert approved["approval"]["status"] == "approved"
         assert approved["receipts"]["by_gateway"] is True, "the running gateway holds the log"
         assert target.exists(), "approving runs nothing by itself"
+        if mode == "legacy":  # the gateway's periodic sweep receipts it without any retry
+            assert await gateway.hall.approvals.sweep() == 1  # type: ignore[union-attr]
+            assert steps(demo, apr) == ["proposed", "approved"]
 
         ran = await client.call_tool("delete_file", call)
         assert ran.is_error is not True, ran
@@ -498,3 +501,17 @@ async def test_dry_run_of_a_held_call_stores_nothing(gate: Path) -> None:
         assert gateway.hall.approvals.store.list() == []  # type: ignore[union-attr]
         assert asker.messages == [], "a dry run asks nobody"
     assert target.exists()
+
+
+async def test_approvals_survive_a_reload(gate: Path) -> None:
+    target = doomed(gate)
+    async with connect(gate, "legacy") as (client, gateway):
+        apr = held_id(await client.call_tool("wipe", {"path": target.name}))
+        desk = gateway.hall.approvals
+        assert await gateway.reload()
+        assert gateway.hall.approvals is desk, "the new hall keeps the store"
+        desk.store.decide(apr, "approved", by="operator:test")  # type: ignore[union-attr]
+        ran = await client.call_tool("wipe", {"path": target.name})
+        assert ran.structured_content == {"deleted": target.name}
+    assert steps(gate, apr) == ["proposed", "approved", "executed", "returned"]
+    assert_chain_ok(gate)
