@@ -264,13 +264,61 @@ def build_server(gateway: Gateway, *, watch: bool = True) -> Server[Any]:
     return server
 
 
+class _AnswerMalformed:
+    """The stdio read stream, answering lines that are not JSON-RPC.
+
+    The SDK drops such a line silently; JSON-RPC 2.0 wants a -32700 (not JSON)
+    or -32600 (JSON, but not a message) error with a null id. Everything else
+    passes through unchanged (other attributes, e.g. ``last_context``, delegate).
+    """
+
+    def __init__(self, inner: Any, write: Any) -> None:
+        self._inner = inner
+        self._write = write
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    async def receive(self) -> Any:
+        from mcp.shared.message import SessionMessage
+
+        while True:
+            item = await self._inner.receive()
+            if not isinstance(item, Exception):
+                return item
+            errors = getattr(item, "errors", lambda: [])()
+            not_json = bool(errors) and errors[0].get("type") == "json_invalid"
+            error = types.ErrorData(
+                code=types.PARSE_ERROR if not_json else types.INVALID_REQUEST,
+                message="Parse error" if not_json else "Invalid Request",
+            )
+            await self._write.send(
+                SessionMessage(types.JSONRPCError(jsonrpc="2.0", id=None, error=error))
+            )
+
+    def __aiter__(self) -> _AnswerMalformed:
+        return self
+
+    async def __anext__(self) -> Any:
+        try:
+            return await self.receive()
+        except (anyio.EndOfStream, anyio.ClosedResourceError):
+            raise StopAsyncIteration from None
+
+    async def __aenter__(self) -> _AnswerMalformed:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self._inner.aclose()
+
+
 async def serve_stdio(gateway: Gateway) -> None:
     from mcp.server.stdio import stdio_server
 
     server = build_server(gateway)
     async with stdio_server() as (read, write):
         await server.run(
-            read,
+            _AnswerMalformed(read, write),
             write,
             server.create_initialization_options(NotificationOptions(tools_changed=True)),
         )
