@@ -218,14 +218,6 @@ async def test_reader_refuses_every_escape(workspace: Path) -> None:
         assert "secret" not in repr(result.value)
 
 
-# reader.py as signed in workers/file-reader/attestation.dsse.json opens a directory with
-# os.fdopen, which raises: the worker exits 1 and the client reads "worker crashed". The fix
-# (fstat the raw fd first) changes the package, so it waits for the lead to re-sign it.
-_SIGNED_READER_BUG = pytest.mark.xfail(
-    strict=True, reason="reader.py directory fix pending re-signing of file-reader"
-)
-
-
 async def test_reader_refuses_a_directory_with_a_safe_error(workspace: Path) -> None:
     for path in ("notes", "."):
         result = await _call("file-reader", {"path": path}, workspace)
@@ -238,8 +230,8 @@ async def test_reader_refuses_a_directory_with_a_safe_error(workspace: Path) -> 
 @pytest.mark.parametrize(
     ("path", "message"),
     [
-        pytest.param("notes", "not a regular file", marks=_SIGNED_READER_BUG),
-        pytest.param(".", "not a regular file", marks=_SIGNED_READER_BUG),
+        pytest.param("notes", "not a regular file"),
+        pytest.param(".", "not a regular file"),
         ("missing.txt", "no such file in the workspace"),
         ("README.txt\0.png", "path must not contain NUL"),
         ("", "path must be a non-empty string"),

@@ -47,10 +47,14 @@ def read(workspace: str | None, path: Any) -> dict[str, Any]:
         raise Refused("no such file in the workspace") from None
     except OSError:
         raise Refused("the file cannot be read") from None
-    with os.fdopen(fd, "rb") as handle:
-        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise Refused("not a regular file")
-        data = handle.read(MAX_BYTES + 1)
+        data = b""
+        while len(data) <= MAX_BYTES and (chunk := os.read(fd, MAX_BYTES + 1 - len(data))):
+            data += chunk
+    finally:
+        os.close(fd)
     truncated = len(data) > MAX_BYTES
     # an incremental decoder leaves a multi-byte character cut by the cap out
     text = codecs.getincrementaldecoder("utf-8")("replace").decode(data[:MAX_BYTES], final=False)
