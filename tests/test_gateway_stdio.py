@@ -1,0 +1,238 @@
+"""``pyhall-mcp`` as a host sees it: raw stdio lines, exit codes, stderr."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import queue
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import pytest
+
+from pyhall_mcp.gateway import main
+
+pytestmark = pytest.mark.timeout(60)
+
+_INITIALIZE = {
+    "jsonrpc": "2.0",
+    "id": "init",
+    "method": "initialize",
+    "params": {
+        "protocolVersion": "2025-11-25",
+        "capabilities": {},
+        "clientInfo": {"name": "raw", "version": "0"},
+    },
+}
+
+
+class RawGateway:
+    """A gateway subprocess driven line by line; every stdout line is kept."""
+
+    def __init__(self, hall: Path, *args: str) -> None:
+        env = {"PATH": os.environ.get("PATH", os.defpath), "PYHALL_EVENTS": "off"}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "pyhall_mcp", "--hall", str(hall), *args],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+        )
+        self.lines: list[bytes] = []
+        self._messages: queue.Queue[dict[str, Any]] = queue.Queue()
+        self.stderr = b""
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.append(line)
+            with contextlib.suppress(ValueError):  # kept in self.lines; the test fails on it
+                self._messages.put(json.loads(line))
+
+    def send(self, message: dict[str, Any] | str) -> None:
+        assert self.process.stdin is not None
+        line = message if isinstance(message, str) else json.dumps(message)
+        self.process.stdin.write(line.encode() + b"\n")
+        self.process.stdin.flush()
+
+    def next_message(self, timeout_s: float = 15) -> dict[str, Any]:
+        return self._messages.get(timeout=timeout_s)
+
+    def request(self, message: dict[str, Any]) -> dict[str, Any]:
+        """Send a request and return its response (notifications in between are skipped)."""
+        self.send(message)
+        while True:
+            answer = self.next_message()
+            if answer.get("id") == message["id"]:
+                return answer
+
+    def close(self) -> int:
+        assert self.process.stdin is not None
+        self.process.stdin.close()
+        try:
+            code = self.process.wait(timeout=15)
+        finally:
+            self.process.kill()
+        self._reader.join(timeout=5)
+        assert self.process.stderr is not None
+        self.stderr = self.process.stderr.read()
+        return code
+
+
+def test_malformed_lines_get_jsonrpc_errors_and_stdout_stays_protocol(
+    gate_hall: Path, tmp_path: Path
+) -> None:
+    gateway = RawGateway(gate_hall, "--state-dir", str(tmp_path / "state"))
+    try:
+        assert "result" in gateway.request(_INITIALIZE)
+        gateway.send({"jsonrpc": "2.0", "method": "notifications/initialized"})
+
+        gateway.send("this is not json")
+        assert gateway.next_message() == {
+            "jsonrpc": "2.0",
+            "id": None,
+            "error": {"code": -32700, "message": "Parse error"},
+        }
+        gateway.send('{"jsonrpc": "2.0", "id": 2, "method": "tools/li')
+        assert gateway.next_message()["error"]["code"] == -32700
+        gateway.send({"jsonrpc": "1.0", "id": 3, "method": "tools/list"})
+        answer = gateway.next_message()
+        assert (answer["id"], answer["error"]["code"]) == (None, -32600)
+
+        unknown_method = gateway.request({"jsonrpc": "2.0", "id": 4, "method": "no/such"})
+        assert unknown_method["error"]["code"] == -32601
+        no_name = gateway.request(
+            {"jsonrpc": "2.0", "id": 5, "method": "tools/call", "params": {"arguments": 1}}
+        )
+        assert no_name["error"]["code"] == -32602
+        unknown_tool = gateway.request(
+            {
+                "jsonrpc": "2.0",
+                "id": 6,
+                "method": "tools/call",
+                "params": {"name": "no_such_tool", "arguments": {}},
+            }
+        )
+        assert unknown_tool["error"]["code"] == -32602
+        assert unknown_tool["error"]["data"]["deny_code"] == "DENY_UNKNOWN_TOOL"
+
+        # A worker that prints, a crashing one, then a plain listing: all still answered.
+        noisy = gateway.request(
+            {
+                "jsonrpc": "2.0",
+                "id": 7,
+                "method": "tools/call",
+                "params": {"name": "noisy", "arguments": {}},
+            }
+        )
+        assert noisy["result"]["structuredContent"] == {"ok": True}
+        crash = gateway.request(
+            {
+                "jsonrpc": "2.0",
+                "id": 8,
+                "method": "tools/call",
+                "params": {"name": "crash", "arguments": {}},
+            }
+        )
+        assert crash["result"]["isError"] is True
+        listing = gateway.request({"jsonrpc": "2.0", "id": 9, "method": "tools/list"})
+        assert "echo" in {tool["name"] for tool in listing["result"]["tools"]}
+    finally:
+        code = gateway.close()
+
+    assert code == 0
+    for line in gateway.lines:
+        message = json.loads(line)  # every stdout line is one JSON-RPC message
+        assert message["jsonrpc"] == "2.0"
+        assert "result" in message or "error" in message or "method" in message
+    stderr = gateway.stderr.decode()
+    for noise in ("noise from print", "noise from sys.stdout", "noise from fd 1"):
+        assert noise in stderr
+    assert "Traceback" not in b"".join(gateway.lines).decode()
+
+
+def test_invalid_configuration_refuses_to_start(gate_hall: Path, tmp_path: Path) -> None:
+    hall_yaml = gate_hall / "hall.yaml"
+    hall_yaml.write_text(hall_yaml.read_text().replace("env: dev", "env: production"))
+    done = subprocess.run(
+        [sys.executable, "-m", "pyhall_mcp", "--hall", str(gate_hall)],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        env={"PATH": os.environ.get("PATH", os.defpath)},
+        timeout=30,
+    )
+    assert done.returncode == 3
+    assert done.stdout == b""
+    stderr = done.stderr.decode()
+    assert "refusing to start" in stderr
+    assert str(hall_yaml) in stderr
+    assert "env" in stderr
+    assert "Traceback" not in stderr
+    assert not (gate_hall / ".pyhall").exists(), "nothing is created for a refused hall"
+
+
+class BadSetting(NamedTuple):
+    """A hall.yaml edit (old, new), argv and environment, and what stderr must name."""
+
+    edit: tuple[str, str] | None
+    argv: list[str]
+    environ: dict[str, str]
+    names: list[str]
+
+
+_BAD_SETTINGS = {
+    "bad-value": BadSetting(
+        ("tenant_risk: low", "tenant_risk: extreme"), [], {}, ["hall.yaml", "tenant_risk"]
+    ),
+    "unknown-field": BadSetting(
+        ("name: test-gate", "name: test-gate\ncolour: red"), [], {}, ["hall.yaml", "colour"]
+    ),
+    "out-of-range": BadSetting(
+        ("reload_interval_s: 0.1", "reload_interval_s: -1"),
+        [],
+        {},
+        ["hall.yaml", "reload_interval_s"],
+    ),
+    "environment": BadSetting(None, [], {"PYHALL_QOS": "P9"}, ["launch setting", "qos_class"]),
+    "floor-variable": BadSetting(
+        None, [], {"PYHALL_REQUIRE_SIGNATORY": "maybe"}, ["PYHALL_REQUIRE_SIGNATORY"]
+    ),
+    "floor-flag": BadSetting(None, ["--floor", "no_such_floor=true"], {}, ["no_such_floor"]),
+}
+
+
+@pytest.mark.parametrize("case", _BAD_SETTINGS.values(), ids=_BAD_SETTINGS.keys())
+def test_invalid_settings_name_the_source_and_field(
+    gate_hall: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    case: BadSetting,
+) -> None:
+    if case.edit is not None:
+        hall_yaml = gate_hall / "hall.yaml"
+        text = hall_yaml.read_text()
+        assert case.edit[0] in text
+        hall_yaml.write_text(text.replace(*case.edit))
+    for name, value in case.environ.items():
+        monkeypatch.setenv(name, value)
+    assert main(["--hall", str(gate_hall), *case.argv]) == 3
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.startswith("pyhall-mcp: refusing to start:")
+    for name in case.names:
+        assert name in err
+
+
+def test_check_validates_without_serving(
+    gate_hall: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["--hall", str(gate_hall), "--check"]) == 0
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert "11 tools" in err and "tenant tester" in err
