@@ -365,6 +365,11 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="load and validate the hall, print a summary to stderr, exit",
     )
+    parser.add_argument(
+        "--record",
+        metavar="OUT.jsonl",
+        help="record this session as a trace (replay it with `pyhall traces replay`)",
+    )
     parser.add_argument("--version", action="version", version=f"pyhall-mcp {__version__}")
     return parser
 
@@ -406,6 +411,10 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.record:  # serve from a child process behind the recording relay
+        from .traces import record_gateway
+
+        return record_gateway(args.record, sys.argv[1:] if argv is None else argv)
     from .layout import default_hall_dir
 
     root = Path(args.hall).expanduser() if args.hall else default_hall_dir()
