@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 import rfc8785
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from pyhall_mcp.credentials import issue_credential
@@ -1104,8 +1104,8 @@ def _masked(decision: RouteDecision) -> dict[str, Any]:
     for key in _MASKED:
         if data[key] is not None:
             data[key] = "<masked>"
-    for event in data["telemetry_envelopes"]:
-        event["timestamp"] = "<masked>"
+    for envelope in data["telemetry_envelopes"]:
+        envelope["timestamp"] = "<masked>"
     return data
 
 
@@ -1208,33 +1208,49 @@ _JSONISH = st.recursive(
     max_leaves=8,
 )
 _VALID = {
-    "capability_id": st.sampled_from([CAP, "cap.other.x", ""]),
+    "capability_id": st.sampled_from([CAP, "cap.other.x"]),
     "env": st.sampled_from(["dev", "stage", "prod", "edge"]),
     "data_label": st.sampled_from(["PUBLIC", "INTERNAL", "RESTRICTED"]),
     "tenant_risk": st.sampled_from(["low", "medium", "high"]),
     "qos_class": st.sampled_from(["P0", "P1", "P2", "P3"]),
-    "tenant_id": st.sampled_from(["acme", "x\x1b[2J", " "]),
-    "correlation_id": st.sampled_from(["c1", " ", ""]),
+    "tenant_id": st.sampled_from(["acme", "x\x1b[2J"]),
+    "correlation_id": st.sampled_from(["c1", "c1", "c1", " ", ""]),
     "blast_score": st.integers(-5, 105),
     "blast_radius": st.dictionaries(
         st.sampled_from(["data", "network", "reversibility", "zz"]), _JSONISH, max_size=3
     ),
 }
-_INPUTS = st.one_of(
-    _JSONISH,
-    st.tuples(
-        st.fixed_dictionaries(
-            {k: v for k, v in _VALID.items() if k not in ("blast_score", "blast_radius")},
-            optional={
-                "blast_score": _VALID["blast_score"],
-                "blast_radius": _VALID["blast_radius"],
-                "request": st.dictionaries(st.text(max_size=8), _JSONISH, max_size=3),
-                "dry_run": st.booleans(),
-            },
+_STRUCTURED = st.fixed_dictionaries(
+    {k: v for k, v in _VALID.items() if k not in ("blast_score", "blast_radius")},
+    optional={
+        "blast_score": _VALID["blast_score"],
+        "blast_radius": _VALID["blast_radius"],
+        "request": st.dictionaries(
+            st.sampled_from(["writes", "egress", "text", "x"]), _JSONISH, max_size=3
         ),
-        # Junk over any field, or a field that does not exist.
-        st.dictionaries(st.sampled_from([*_VALID, "request", "junk"]), _JSONISH, max_size=2),
-    ).map(lambda pair: pair[0] | pair[1]),
+        "dry_run": st.booleans(),
+    },
+)
+
+
+def _weighted(*choices: tuple[int, st.SearchStrategy[Any]]) -> st.SearchStrategy[Any]:
+    """One of the strategies, picked in proportion to its weight."""
+    table = [strategy for weight, strategy in choices for _ in range(weight)]
+    return st.integers(0, len(table) - 1).flatmap(lambda k: table[k])
+
+
+# Mostly well-formed requests (so that every later stage is reached), some with junk
+# over a field or an unknown field, some not even a mapping.
+_INPUTS = _weighted(
+    (7, _STRUCTURED),
+    (
+        2,
+        st.tuples(
+            _STRUCTURED,
+            st.dictionaries(st.sampled_from([*_VALID, "request", "junk"]), _JSONISH, max_size=2),
+        ).map(lambda pair: pair[0] | pair[1]),
+    ),
+    (1, _JSONISH),
 )
 _CONDITION = st.one_of(
     st.sampled_from(["dev", "prod", CAP, "PUBLIC", "P2", "low", "acme"]),
@@ -1247,51 +1263,63 @@ _MATCHES = st.dictionaries(
     _CONDITION,
     max_size=3,
 )
-_DECISIONS = st.one_of(
-    st.just(_rule()["decision"]),
-    st.fixed_dictionaries(
-        {},
-        optional={
-            "candidate_workers_ranked": st.one_of(
-                st.just([{"worker_species_id": SPECIES}]), _JSONISH
-            ),
-            "required_controls_suggested": st.one_of(st.just([AUDIT]), _JSONISH),
-            "escalation": st.one_of(
-                st.fixed_dictionaries(
-                    {},
-                    optional={
-                        "policy_gate": st.booleans(),
-                        "human_required_default": st.booleans(),
-                    },
+_DECISIONS = _weighted(
+    (5, st.just(_rule()["decision"])),
+    (2, st.just(_rule(escalation={"policy_gate": True})["decision"])),
+    (
+        1,
+        st.fixed_dictionaries(
+            {},
+            optional={
+                "candidate_workers_ranked": st.one_of(
+                    st.just([{"worker_species_id": SPECIES}]), _JSONISH
                 ),
-                _JSONISH,
-            ),
-            "max_blast_score": st.one_of(st.integers(-5, 105), _JSONISH),
-            "preconditions": _JSONISH,
-        },
+                "required_controls_suggested": st.one_of(st.just([AUDIT]), _JSONISH),
+                "escalation": st.one_of(
+                    st.fixed_dictionaries(
+                        {},
+                        optional={
+                            "policy_gate": st.booleans(),
+                            "human_required_default": st.booleans(),
+                        },
+                    ),
+                    _JSONISH,
+                ),
+                "max_blast_score": st.one_of(st.integers(-5, 105), _JSONISH),
+                "preconditions": _JSONISH,
+            },
+        ),
     ),
 )
-_RULES = st.lists(
-    st.builds(Rule, st.one_of(st.text(max_size=4), _JSONISH), _MATCHES, _DECISIONS), max_size=4
+_GOOD_RULE = st.builds(
+    Rule,
+    st.sampled_from(["r-a", "r-b", "r-c"]),
+    st.sampled_from([{"capability_id": CAP}, {}, {"env": {"in": ["dev", "stage"]}}]),
+    _DECISIONS,
+)
+_ANY_RULE = st.builds(Rule, st.one_of(st.text(max_size=4), _JSONISH), _MATCHES, _DECISIONS)
+_RULES = _weighted(
+    (7, st.lists(_GOOD_RULE, min_size=1, max_size=3, unique_by=lambda r: r.rule_id)),
+    (2, st.lists(st.one_of(_GOOD_RULE, _ANY_RULE), max_size=4)),
+    (1, _JSONISH),
 )
 
 
-def _flaky(kind: int) -> Callable[..., Any]:
-    def callback(*args: Any) -> Any:
-        if kind == 0:
-            raise RuntimeError("callback exploded")
-        if kind == 1:
-            return None
-        if kind == 2:
-            return ("ALLOW", "v", "r")
-        if kind == 3:
-            return GOOD_HASH
-        return True
+def _callback(good: Any) -> st.SearchStrategy[Callable[..., Any] | None]:
+    """Mostly a callback answering ``good``; else none at all, one that raises, or junk."""
 
-    return callback
+    def answering(value: Any) -> Callable[..., Any]:
+        return lambda *args: value
 
+    def raising(*args: Any) -> Any:
+        raise RuntimeError("callback exploded")
 
-_CALLBACK = st.one_of(st.none(), st.integers(0, 4).map(_flaky))
+    return _weighted(
+        (4, st.just(answering(good))),
+        (1, st.none()),
+        (1, st.just(raising)),
+        (1, _JSONISH.map(answering)),
+    )
 
 
 @settings(
@@ -1301,17 +1329,17 @@ _CALLBACK = st.one_of(st.none(), st.integers(0, 4).map(_flaky))
 )
 @given(
     inp=_INPUTS,
-    rules=st.one_of(_RULES, _JSONISH),
-    controls=st.one_of(st.none(), st.just({AUDIT}), _JSONISH),
-    available=_CALLBACK,
-    envelope=_CALLBACK,
-    allows=_CALLBACK,
-    gate=_CALLBACK,
-    registered=_CALLBACK,
-    current=_CALLBACK,
+    rules=_RULES,
+    controls=_weighted((3, st.just({AUDIT})), (1, st.none()), (1, _JSONISH)),
+    available=_callback(True),
+    envelope=_callback({"network_egress": "none"}),
+    allows=_callback((True, "ok")),
+    gate=_callback(("ALLOW", "pol.v1", "ok")),
+    registered=_callback(GOOD_HASH),
+    current=_callback(GOOD_HASH),
     flags=st.fixed_dictionaries(
         {
-            key: st.booleans()
+            key: st.sampled_from([False, False, False, True])
             for key in (
                 "require_signatory",
                 "require_credential",
@@ -1348,13 +1376,14 @@ def test_make_decision_never_raises(
         gate,
         None,
         "task-1",
-        HallConfig(**flags),
+        HallConfig(**flags, allowed_tenants=["acme"]),
         registered,
         current,
         registry=Scenario().registry() if use_registry else None,
         human_approved=approved,
     )
     assert isinstance(decision, RouteDecision)
+    event(decision.deny_code or "allowed")  # see --hypothesis-show-statistics
     events = [e["event_id"] for e in decision.telemetry_envelopes]
     if decision.denied:
         assert events == ["evt.os.task.denied"]
