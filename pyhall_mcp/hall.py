@@ -844,7 +844,9 @@ def _attest(
         keyring=trusted,
         deny_list=deny_list,
         expected_worker_id=record.worker_id,
-        record=record.model_dump(exclude_none=True),
+        # The record as written: a defaulted field (an absent `annotations` is {}) would
+        # change the tool digest the manifest was signed over.
+        record=record.model_dump(exclude_unset=True),
     )
     registry.set_attestation(record.worker_id, package.digest, package.monitor().current_digest)
     # Run from a verified read-only copy: editing workers/ after the check changes nothing
