@@ -573,7 +573,12 @@ async def test_worker_attestation(gate_hall: Path, client_mode: str) -> None:
 
     key = SigningKey.generate()
     trust_attestation_key(HallLayout.for_hall(gate_hall).trusted_keys, key, ["org.test"])
-    sign_package(gate_hall / "workers" / "echo", key)
+    echo = gate_hall / "workers" / "echo"
+    record = echo / "worker.yaml"  # without annotations: their default must not change the pin
+    record.write_text(
+        "".join(line for line in record.read_text().splitlines(True) if "annotations" not in line)
+    )
+    sign_package(echo, key)
     floors = {"floors": {"require_worker_attestation": True}}
     async with in_process(gate_hall, client_mode, overrides=floors, watch=False) as s:
         signed = await s.call("echo", {"text": "signed"})
@@ -584,7 +589,7 @@ async def test_worker_attestation(gate_hall: Path, client_mode: str) -> None:
         unsigned = _check_denial(await s.call("crash", {}), "DENY_WORKER_ATTESTATION_MISSING")
         assert unsigned["denied"] is True
 
-        with (gate_hall / "workers" / "echo" / "echo.py").open("a") as f:
+        with (echo / "echo.py").open("a") as f:
             f.write("\n# an edit after signing\n")
         _check_denial(await s.call("echo", {"text": "x"}), "DENY_WORKER_TAMPERED")
 
