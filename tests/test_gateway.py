@@ -595,13 +595,13 @@ async def test_worker_attestation(gate_hall: Path, client_mode: str) -> None:
 
 
 async def test_demo_hall(demo_hall: Path, client_mode: str) -> None:
-    """The bundled demo hall serves its workers: allowed, denied and held calls."""
-    floors = {"floors": {"require_worker_attestation": False}}
-    async with in_process(demo_hall, client_mode, overrides=floors) as s:
+    """The bundled demo hall, attestation on as shipped: allowed, denied and held calls."""
+    async with in_process(demo_hall, client_mode) as s:
         demo_tools = {"greet", "summarize_document", "hash_document", "read_file", "delete_file"}
         assert demo_tools <= await s.tool_names()
         greet = await s.call("greet", {"name": "Ada"})
         assert greet.structured_content == {"greeting": "Hello, Ada!"}
+        assert _governance(greet)["worker_attestation_valid"] is True
         for path in ("/etc/passwd", "../hall.yaml", "workspace/../../hall.yaml"):
             _check_denial(await s.call("read_file", {"path": path}), "DENY_POLICY_GATE")
         target = demo_hall / "workspace" / "scratch" / "held.txt"
