@@ -67,6 +67,8 @@ Direction = Literal["c2s", "s2c", "step"]
 
 #: The longest a replay waits for one expected server frame.
 DEFAULT_TIMEOUT_S = 20.0
+#: Added to the timeout of the first server frame: the gateway's cold start.
+STARTUP_ALLOWANCE_S = 30.0
 #: Replays keep the recorded gap before a client frame, up to this long.
 PACE_CAP_S = 0.5
 #: After stdin closes, how long the gateway may take to exit before it is killed.
@@ -214,9 +216,13 @@ class Trace:
         os.replace(tmp, path)
 
 
+def _is_request(msg: Any) -> bool:
+    return isinstance(msg, dict) and "method" in msg and "id" in msg
+
+
 def detect_era(msg: Any) -> str | None:
     """The era a client's first request opens: ``initialize`` is the handshake era."""
-    if isinstance(msg, dict) and "method" in msg and "id" in msg:
+    if _is_request(msg):
         return "legacy" if msg["method"] == "initialize" else "modern"
     return None
 
@@ -657,8 +663,8 @@ class ReplayResult:
             return f"ok   {name}: {self.frames} frames ({self.era}), {self.seconds:.1f} s"
         lines = [f"FAIL {name}: {len(self.mismatches)} difference(s) in {self.frames} frames"]
         for item in self.mismatches:
-            where = f"frame {item.index} (line {item.line})" if item.index is not None else "live"
-            lines.append(f"- {where}: {item.summary}")
+            where = f"frame {item.index} (line {item.line}): " if item.index is not None else ""
+            lines.append(f"- {where}{item.summary}")
             if item.diff:
                 lines.append(item.diff.rstrip("\n"))
         if self.stderr_tail and any("did not arrive" in m.summary for m in self.mismatches):
@@ -701,10 +707,6 @@ def _stream(frame: Frame) -> tuple[str, ...]:
     return ("notification", str(method))
 
 
-def _is_request(msg: Any) -> bool:
-    return isinstance(msg, dict) and "method" in msg and "id" in msg
-
-
 def _progress_token(msg: Any) -> Any:
     params = msg.get("params") if isinstance(msg, dict) else None
     meta = params.get("_meta") if isinstance(params, dict) else None
@@ -736,7 +738,11 @@ class _Checker:
         self.learned: dict[str, str] = {}
         self.mismatches: list[Mismatch] = []
         self.live: list[Frame] = []
+        self.live_received = 0
         self.happened_at: dict[int, float] = {}
+        self.given_up: dict[tuple[str, ...], collections.deque[int]] = collections.defaultdict(
+            collections.deque
+        )
 
     # -- describing frames ---------------------------------------------------------------
     def describe(self, frame: Frame) -> str:
@@ -780,8 +786,13 @@ class _Checker:
     # -- receiving ----------------------------------------------------------------------------
     def incoming(self, live: Frame) -> None:
         self.live.append(live)
+        self.live_received += 1
         stream = _stream(live)
         queue_ = self.streams.get(stream)
+        late = self.given_up.get(stream)
+        if not queue_ and late:
+            late.popleft()  # arrived after its timeout, which was already reported
+            return
         if not queue_:
             self.mismatches.append(
                 Mismatch(
@@ -836,6 +847,7 @@ class _Checker:
             self.pending.discard(index)
             with contextlib.suppress(ValueError):
                 self.streams[_stream(frame)].remove(index)
+                self.given_up[_stream(frame)].append(index)
             diff = _diff(_pretty(frame), "", index) if n == 0 else ""
             self.mismatches.append(
                 Mismatch(index, f"{self.describe(frame)} did not arrive ({reason})", diff)
@@ -871,6 +883,7 @@ class _Gateway:
         self.inbox: queue.Queue[Frame | None] = queue.Queue()
         self.stderr: collections.deque[str] = collections.deque(maxlen=40)
         self.eof = False
+        self.died = False  # stdout ended before we closed stdin
         self._threads = [
             threading.Thread(target=self._read_stdout, daemon=True),
             threading.Thread(target=self._read_stderr, daemon=True),
@@ -899,6 +912,7 @@ class _Gateway:
             self.process.stdin.write(frame.wire())
             self.process.stdin.flush()
         except (BrokenPipeError, OSError, ValueError):
+            self.died = True
             return False
         return True
 
@@ -908,7 +922,7 @@ class _Gateway:
             return None
         item = self.inbox.get(timeout=max(timeout_s, 0.0))
         if item is None:
-            self.eof = True
+            self.eof = self.died = True
         return item
 
     def close(self) -> tuple[int | None, list[Frame]]:
@@ -1107,6 +1121,8 @@ def replay(
     """Replay a trace against a fresh gateway; ``update`` rewrites the file from the live run."""
     path = None if isinstance(source, Trace) else Path(source)
     trace = source if isinstance(source, Trace) else Trace.load(source)
+    if update and path is None:
+        raise ConfigError("--update needs a trace file to rewrite")
     launch = _launch(trace, path)
     root = resolve_hall(trace, path, hall)
     started = time.monotonic()
@@ -1116,40 +1132,41 @@ def replay(
         setup = trace.header.get("setup")
         if isinstance(setup, dict):
             apply_step(hall_copy, setup)  # the hall as it was when the session began
-        command = [
-            python,
-            "-m",
-            "pyhall_mcp",
-            "--hall",
-            str(hall_copy),
-            "--state-dir",
-            str(work / "state"),
-            *launch.get("args", []),
-        ]
-        gateway = _Gateway(command, _environment(launch), cwd=work)
+        state = work / "state"
+        args = [str(a) for a in launch.get("args", [])]
+        command = [python, "-m", "pyhall_mcp", "--hall", str(hall_copy), "--state-dir", str(state)]
+        gateway = _Gateway([*command, *args], _environment(launch), cwd=work)
         checker = _Checker(trace)
         try:
-            _drive(trace, checker, gateway, hall_copy, work / "state", timeout_s, keep_going=update)
+            _drive(trace, checker, gateway, hall_copy, state, timeout_s, keep_going=update)
         finally:
             exit_code, rest = gateway.close()
         for frame in rest:
             checker.incoming(frame)
-    live = Trace(_updated_header(trace.header, gateway.started_wall), checker.live)
+    if checker.pending:
+        checker.mismatches.append(
+            Mismatch(
+                None, f"{len(checker.pending)} later server frame(s) not checked (stopped early)"
+            )
+        )
     result = ReplayResult(
         path=path,
         era=trace.era,
         frames=len(trace.frames),
         mismatches=checker.mismatches,
-        live=live,
+        live=Trace(_updated_header(trace.header, gateway.started_wall), checker.live),
         seconds=time.monotonic() - started,
         exit_code=exit_code,
         stderr_tail="".join(gateway.stderr),
     )
-    if update:
-        if path is None:
-            raise ConfigError("--update needs a trace file to rewrite")
-        live.dump(path)
-        result.updated = True
+    if update and path is not None:
+        if gateway.died:  # a gateway that did not start or crashed is no new truth
+            result.mismatches.append(
+                Mismatch(None, "not updated: the gateway exited during the replay")
+            )
+        else:
+            result.live.dump(path)
+            result.updated = True
     return result
 
 
@@ -1186,7 +1203,9 @@ def _drive(
 
 def _await(checker: _Checker, gateway: _Gateway, indices: list[int], timeout_s: float) -> bool:
     """Receive until every frame in ``indices`` arrived; False (after reporting) if not."""
-    deadline = time.monotonic() + timeout_s
+    # The gateway's cold start (importing the SDK) is no frame's delay.
+    allowance = 0.0 if checker.live_received else STARTUP_ALLOWANCE_S
+    deadline = time.monotonic() + timeout_s + allowance
     while any(i in checker.pending for i in indices):
         try:
             frame = gateway.receive(deadline - time.monotonic())

@@ -19,7 +19,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from pyhall_mcp.traces import ReplayResult, Trace, copy_hall, replay
+from pyhall_mcp.traces import S2C, Frame, ReplayResult, Trace, copy_hall, replay
 
 REPO = Path(__file__).resolve().parents[1]
 TRACES = REPO / "traces"
@@ -161,5 +161,22 @@ def test_a_recorded_sdk_client_session_replays_green(tmp_path: Path, how: str, m
     assert trace.header["launch"] == {"args": [], "env": {"PYHALL_EVENTS": "off"}}
     methods = [f.msg.get("method") for f in trace.frames if f.dir == "c2s"]
     assert methods.count("tools/call") == 2
-    result = replay(out)
-    assert result.ok, result.report()
+    answers = [f.msg for f in trace.frames if f.dir == "s2c"]
+    assert answers[-1]["error"]["code"] == -32602  # the unknown tool, last
+    if how == "relay":  # (--record runs this same relay; one replay proves the pair)
+        result = replay(out)
+        assert result.ok, result.report()
+
+
+def test_a_frame_that_never_comes_times_out_instead_of_hanging(tmp_path: Path) -> None:
+    trace = Trace.load(TRACES / "denial-tenant-legacy.jsonl")
+    never = {"jsonrpc": "2.0", "method": "notifications/message", "params": {"data": "never"}}
+    trace.frames.append(Frame(S2C, trace.frames[-1].t_ms, msg=never))
+    path = tmp_path / "never.jsonl"
+    trace.dump(path)
+    result = replay(path, timeout_s=1.0)
+    assert not result.ok
+    [missing] = result.mismatches
+    assert missing.index == len(trace.frames) - 1
+    assert missing.summary == ("notification notifications/message did not arrive (not within 1 s)")
+    assert result.seconds < 30

@@ -194,6 +194,14 @@ def test_server_request_ids_are_learned_and_the_answer_is_rewritten() -> None:
     assert checker.outgoing(2, 0).msg["id"] == 42
 
 
+def test_a_frame_given_up_on_is_reported_once_even_if_it_comes_late() -> None:
+    checker = _Checker(_trace(_req(1), _res(1)))
+    checker.give_up(checker.waiting_before(2), 1.0, exited=False)
+    checker.incoming(_res(1))
+    [mismatch] = checker.mismatches
+    assert mismatch.summary == "response to id 1 (tools/call) did not arrive (not within 1 s)"
+
+
 def test_a_frame_nobody_expects_is_a_difference() -> None:
     checker = _Checker(_trace(_req(1), _res(1)))
     checker.incoming(_note("notifications/tools/list_changed"))
@@ -329,3 +337,28 @@ def test_the_relay_is_transparent_and_records_every_line(tmp_path: Path) -> None
     times = [f.t_ms for f in trace.frames]
     assert times == sorted(times)
     json.dumps(trace.header)  # the header is plain JSON
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["traces", "record", "out.jsonl"], 2, "name the server command after --"),
+        (["traces", "replay", "missing.jsonl"], 3, "cannot read the trace"),
+        (["traces", "record", "no/such/dir/out.jsonl", "--", "true"], 3, "cannot write the trace"),
+    ],
+)
+def test_cli_errors_are_messages_with_exit_codes(
+    tmp_path: Path, args: list[str], code: int, message: str
+) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", CLI, *args],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        stdin=subprocess.DEVNULL,
+    )
+    assert done.returncode == code
+    assert message in done.stderr
+    assert "Traceback" not in done.stderr

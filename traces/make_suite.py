@@ -20,6 +20,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,7 @@ from pyhall_mcp.traces import (  # noqa: E402
     Trace,
     apply_step,
     copy_hall,
+    hall_label,
     parse_iso,
     replay,
 )
@@ -344,7 +346,7 @@ async def record_session(scenario: Scenario, era: str, out: Path, *, work: Path)
         session = Session(client, era, hall, work / "state")
         await scenario.body(session)
     trace = Trace.load(out)
-    trace.header["hall"] = scenario.hall
+    trace.header["hall"] = scenario.hall  # relative to traces/ (see _record)
     if setup:
         trace.header["setup"] = setup
     _insert_steps(trace, session.steps)
@@ -378,29 +380,40 @@ def main(argv: Sequence[str] | None = None) -> int:
     chosen = [s for s in SCENARIOS if not args.names or s.name in args.names]
     args.out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
+    failed = 0
     for scenario in chosen:
         for era in scenario.eras:
             out = args.out / f"{scenario.name}-{era}.jsonl"
             started = time.monotonic()
-            with tempfile.TemporaryDirectory(prefix="pyhall-trace-") as tmp:
-                anyio.run(
-                    lambda s=scenario, e=era, o=out, w=Path(tmp): record_session(s, e, o, work=w)
-                )
-            print(
-                f"recorded {out.relative_to(REPO) if out.is_relative_to(REPO) else out} "
-                f"({time.monotonic() - started:.1f} s)"
-            )
+            try:
+                _record(scenario, era, out)
+            except Exception as exc:  # keep going: report every broken scenario at once
+                print(f"FAILED to record {out.name}: {type(exc).__name__}: {exc}")
+                failed += 1
+                continue
+            print(f"recorded {out.name} ({time.monotonic() - started:.1f} s)")
             written.append(out)
-    failed = 0
     if not args.no_check:
-        for out in written:
-            result = replay(out)
-            print(result.report())
-            failed += not result.ok
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            for result in pool.map(replay, written):
+                print(result.report())
+                failed += not result.ok
     others = sorted(set(args.out.glob("*.jsonl")) - set(written)) if not args.names else []
     for path in others:
         print(f"note: {path.name} is not made by this script (kept)")
     return 1 if failed else 0
+
+
+def _record(scenario: Scenario, era: str, out: Path) -> None:
+    """Record into a temporary file; replace ``out`` only when the session succeeded."""
+    with tempfile.TemporaryDirectory(prefix="pyhall-trace-") as tmp:
+        work = Path(tmp)
+        draft = work / out.name
+        anyio.run(lambda: record_session(scenario, era, draft, work=work))
+        trace = Trace.load(draft)
+        if scenario.hall != DEMO:
+            trace.header["hall"] = hall_label(_hall_source(scenario.hall), out.parent)
+        trace.dump(out)
 
 
 if __name__ == "__main__":
