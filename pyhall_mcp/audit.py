@@ -497,8 +497,10 @@ def _check_signature(
 def _check_record(record: StoredRecord, keyring: Keyring) -> dict[str, Any]:
     """One stored record on its own: shape, row, hash and signature."""
     body = _parse_payload(record.payload)
-    if body["seq"] != record.seq or body["receipt_id"] != record.receipt_id:
-        raise _Broken("the record does not match its row (seq or receipt_id)")
+    if body["seq"] != record.seq:
+        raise _Broken(f"the record stored at seq {record.seq} says it is seq {body['seq']}")
+    if body["receipt_id"] != record.receipt_id:
+        raise _Broken("the record's receipt_id differs from its row")
     _check_hash(body, record.receipt_hash)
     _check_signature(
         keyring,
@@ -1022,23 +1024,43 @@ def _problem(seq: int | None, receipt_id: str | None, problem: str) -> dict[str,
     return {"seq": seq, "receipt_id": receipt_id, "problem": problem}
 
 
-#: (seq, receipt_id, signing_key_id, recorded_at_us, payload, signature)
-_SigJob = tuple[int, str, str, int, bytes, str]
-_CHUNK = 1024
+#: What the sequential walk needs of a record that passed its own checks:
+#: (seq, receipt_id, prev_receipt_hash, receipt_hash, signing_key_id, kind, old_key_id, new_key_id)
+_Summary = tuple[int, str, str | None, str, str, str, Any, Any]
+_Inspected = tuple[list[_Summary], dict[str, Any] | None]
+_CHUNK = 512
 
 
-def _check_signatures(keyring: Keyring, jobs: list[_SigJob]) -> dict[str, Any] | None:
-    """Signature checks for a run of receipts (Ed25519 releases the GIL: runs in threads)."""
-    for seq, receipt_id, key_id, recorded_at_us, payload, signature in jobs:
+def _inspect_chunk(keyring: Keyring, records: list[StoredRecord]) -> _Inspected:
+    """Check each record on its own (shape, hash, signature), in a worker thread.
+
+    Ed25519 verification releases the GIL, so workers interleave their Python
+    with each other's signature checks; returns the summaries of the records
+    before the first bad one, and that one's problem.
+    """
+    summaries: list[_Summary] = []
+    for record in records:
         try:
-            _check_signature(keyring, key_id, recorded_at_us, payload, signature)
+            body = _check_record(record, keyring)
         except _Broken as exc:
-            return _problem(seq, receipt_id, str(exc))
-    return None
+            return summaries, _problem(record.seq, record.receipt_id, str(exc))
+        summaries.append(
+            (
+                record.seq,
+                record.receipt_id,
+                body["prev_receipt_hash"],
+                body["receipt_hash"],
+                body["signing_key_id"],
+                body["kind"],
+                body.get("old_key_id"),
+                body.get("new_key_id"),
+            )
+        )
+    return summaries, None
 
 
 class _ChainWalk:
-    """The sequential part of verification: order, links, hashes, keys, checkpoints."""
+    """The sequential part of verification: order, links, key changes, checkpoints."""
 
     def __init__(self, checkpoints: list[Checkpoint]) -> None:
         self.expected = 1
@@ -1050,55 +1072,41 @@ class _ChainWalk:
         for checkpoint in checkpoints:
             self.by_size.setdefault(checkpoint.size, []).append(checkpoint)
 
-    def step(self, record: StoredRecord) -> _SigJob:
-        """Check one record in order; raise _Broken with the problem."""
-        seq = self.expected
-        if record.seq != seq:
+    def check_seq(self, seq: int) -> None:
+        if seq != self.expected:
             raise _Broken(
-                f"receipt seq {seq} is missing (the next stored record is seq {record.seq})"
+                f"receipt seq {self.expected} is missing (the next stored record is seq {seq})"
             )
-        body = _parse_payload(record.payload)
-        if body["seq"] != seq:
-            raise _Broken(f"the record stored at seq {seq} says it is seq {body['seq']}")
-        if body["receipt_id"] != record.receipt_id:
-            raise _Broken("the record's receipt_id differs from its row")
-        if body["prev_receipt_hash"] != self.prev_hash:
+
+    def step(self, summary: _Summary) -> None:
+        """Place one checked record in the chain; raise _Broken with the problem."""
+        seq, _, prev_hash, receipt_hash, key_id, kind, old_key, new_key = summary
+        self.check_seq(seq)
+        if prev_hash != self.prev_hash:
             raise _Broken(
                 f"prev_receipt_hash does not match the hash of seq {seq - 1}: the chain is broken"
                 if seq > 1
                 else "the first receipt must have prev_receipt_hash null"
             )
-        _check_hash(body, record.receipt_hash)
-        self._check_key(body)
-        self.tree.append(bytes.fromhex(body["receipt_hash"]))
-        for checkpoint in self.by_size.get(seq, ()):
-            self._check_checkpoint(checkpoint, body["receipt_hash"])
-        self.expected = seq + 1
-        self.prev_hash = body["receipt_hash"]
-        return (
-            seq,
-            record.receipt_id,
-            body["signing_key_id"],
-            body["recorded_at_us"],
-            record.payload.encode("utf-8"),
-            record.signature,
-        )
-
-    def _check_key(self, body: Mapping[str, Any]) -> None:
-        key_id = body["signing_key_id"]
-        if body["kind"] == "key_rotation":
-            old, new = body.get("old_key_id"), body.get("new_key_id")
-            if new != key_id:
+        if kind == "key_rotation":
+            if new_key != key_id:
                 raise _Broken("a key_rotation receipt must be signed by its new key")
-            if self.key_id is not None and old != self.key_id:
-                raise _Broken(f"key_rotation names old key {old} but the chain used {self.key_id}")
+            if self.key_id is not None and old_key != self.key_id:
+                raise _Broken(
+                    f"key_rotation names old key {old_key} but the chain used {self.key_id}"
+                )
         elif self.key_id is not None and key_id != self.key_id:
             raise _Broken(
                 f"signing key changed from {self.key_id} to {key_id} without a key_rotation receipt"
             )
         if key_id != self.key_id:
             self.key_ids.append(key_id)
-        self.key_id = key_id
+            self.key_id = key_id
+        self.tree.append(bytes.fromhex(receipt_hash))
+        for checkpoint in self.by_size.get(seq, ()):
+            self._check_checkpoint(checkpoint, receipt_hash)
+        self.expected = seq + 1
+        self.prev_hash = receipt_hash
 
     def _check_checkpoint(self, checkpoint: Checkpoint, head_hash: str) -> None:
         if checkpoint.root != self.tree.root().hex():
@@ -1130,27 +1138,9 @@ def verify_log(
     except ValueError as exc:
         return VerifyReport(False, 0, None, _problem(None, None, str(exc)))
     latest = checkpoints[-1] if checkpoints else None
-    previous = 0
-    for checkpoint in checkpoints:
-        where = f"checkpoint line {checkpoint.line}"
-        try:
-            checkpoint.verify(ring)
-        except (SigningError, OverflowError) as exc:
-            message = exc.message if isinstance(exc, SigningError) else str(exc)
-            return VerifyReport(
-                False,
-                0,
-                latest.size if latest else None,
-                _problem(checkpoint.size, None, f"{where}: {message}"),
-            )
-        if checkpoint.size < previous:
-            return VerifyReport(
-                False,
-                0,
-                latest.size if latest else None,
-                _problem(checkpoint.size, None, f"{where}: size went down from {previous}"),
-            )
-        previous = checkpoint.size
+    problem = _check_checkpoints(checkpoints, ring)
+    if problem is not None:
+        return VerifyReport(False, 0, latest.size if latest else None, problem)
 
     owned = store is None
     if store is None and layout.audit_db.exists():
@@ -1185,44 +1175,76 @@ def verify_log(
     )
 
 
+def _check_checkpoints(checkpoints: list[Checkpoint], keyring: Keyring) -> dict[str, Any] | None:
+    """Every checkpoint is signed by a trusted receipt key, and sizes never go down."""
+    previous = 0
+    for checkpoint in checkpoints:
+        where = f"checkpoint line {checkpoint.line}"
+        try:
+            checkpoint.verify(keyring)
+        except SigningError as exc:
+            return _problem(checkpoint.size, None, f"{where}: {exc.message}")
+        except OverflowError:
+            return _problem(checkpoint.size, None, f"{where}: at_us is out of range")
+        if checkpoint.size < previous:
+            return _problem(checkpoint.size, None, f"{where}: size went down from {previous}")
+        previous = checkpoint.size
+    return None
+
+
+def _chunks(records: Iterator[StoredRecord]) -> Iterator[list[StoredRecord]]:
+    chunk: list[StoredRecord] = []
+    for record in records:
+        chunk.append(record)
+        if len(chunk) == _CHUNK:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
 def _walk(
     store: ReceiptStore,
     walk: _ChainWalk,
     keyring: Keyring,
     progress: Callable[[int, int], None] | None,
 ) -> dict[str, Any] | None:
-    """Stream the log through ``walk``; signatures are checked in a thread pool."""
+    """Stream the log: workers check records, this thread places them in the chain."""
     total = store.count()
     workers = max(1, min(4, os.cpu_count() or 1))
-    structural: dict[str, Any] | None = None
-    signature: dict[str, Any] | None = None
-    in_flight: deque[concurrent.futures.Future[dict[str, Any] | None]] = deque()
+    in_flight: deque[concurrent.futures.Future[_Inspected]] = deque()
+    chunks = _chunks(store.iter_all())
+    error: dict[str, Any] | None = None
     with concurrent.futures.ThreadPoolExecutor(workers, "pyhall-verify") as pool:
-        jobs: list[_SigJob] = []
-        for record in store.iter_all():
-            try:
-                jobs.append(walk.step(record))
-            except _Broken as exc:
-                structural = _problem(walk.expected, record.receipt_id, str(exc))
-                break
-            if len(jobs) == _CHUNK:
-                in_flight.append(pool.submit(_check_signatures, keyring, jobs))
-                jobs = []
-                if progress is not None:
-                    progress(walk.expected - 1, total)
-                while len(in_flight) > 2 * workers:
-                    signature = in_flight.popleft().result()
-                    if signature is not None:
-                        break
-                if signature is not None:
+        while error is None:
+            while len(in_flight) < 2 * workers:
+                chunk = next(chunks, None)
+                if chunk is None:
                     break
-        if jobs and signature is None:
-            in_flight.append(pool.submit(_check_signatures, keyring, jobs))
-        # Chunks finish in order, so the first failing one holds the earliest bad seq.
-        while in_flight and signature is None:
-            signature = in_flight.popleft().result()
+                in_flight.append(pool.submit(_inspect_chunk, keyring, chunk))
+            if not in_flight:
+                break
+            summaries, problem = in_flight.popleft().result()
+            error = _place(walk, summaries, problem)
+            if progress is not None:
+                progress(walk.expected - 1, total)
         for future in in_flight:
             future.cancel()
-    if progress is not None:
-        progress(walk.expected - 1, total)
-    return signature or structural
+    return error
+
+
+def _place(
+    walk: _ChainWalk, summaries: list[_Summary], problem: dict[str, Any] | None
+) -> dict[str, Any] | None:
+    """Walk a checked chunk; the earliest problem (in the chain or in a record) wins."""
+    for summary in summaries:
+        try:
+            walk.step(summary)
+        except _Broken as exc:
+            return _problem(walk.expected, summary[1], str(exc))
+    if problem is not None:
+        try:
+            walk.check_seq(problem["seq"])  # a gap before the bad record comes first
+        except _Broken as exc:
+            return _problem(walk.expected, None, str(exc))
+    return problem

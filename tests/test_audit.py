@@ -476,6 +476,17 @@ def test_deleting_a_record_is_detected(layout: HallLayout, log30: list[Receipt])
     assert error["seq"] == 12 and "missing" in error["problem"]
 
 
+def test_a_gap_is_reported_before_a_damaged_record_after_it(
+    layout: HallLayout, log30: list[Receipt]
+) -> None:
+    _, _, payload, _ = row(layout, 13)
+    set_row(layout, 13, payload=payload.replace('"allowed"', '"denied"'))
+    with db(layout) as conn:
+        conn.execute("DELETE FROM receipts WHERE seq = 12")
+    error = first_error(layout)
+    assert error["seq"] == 12 and "missing" in error["problem"]
+
+
 def test_swapping_two_records_is_detected(layout: HallLayout, log30: list[Receipt]) -> None:
     five, six = row(layout, 5), row(layout, 6)
     conn = db(layout)
@@ -531,7 +542,11 @@ def test_signing_with_an_untrusted_key_is_detected(
 
 
 def test_a_silent_key_change_is_detected(layout: HallLayout, log30: list[Receipt]) -> None:
+    """Even a key trusted for receipts may take over only through a key_rotation receipt."""
     intruder = SigningKey.generate()
+    ring = Keyring.load(layout.receipt_keyring)
+    ring.add(intruder.trusted(["receipts"]))
+    ring.save(layout.receipt_keyring)
     forged = build_receipt(
         decision(31), seq=31, prev_receipt_hash=log30[-1].receipt_hash, key=intruder
     )
