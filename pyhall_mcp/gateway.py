@@ -30,6 +30,7 @@ from mcp.server.subscriptions import InMemorySubscriptionBus, ListenHandler, Too
 from . import __version__, approvals
 from .errors import ConfigError, PyhallError
 from .hall import META_GOVERNANCE, CallOutcome, Hall, overrides_from_environ
+from .otel import annotate_current_span, configure_tracing
 
 __all__ = ["DENIED_CODE", "HELD_CODE", "Gateway", "build_server", "main"]
 
@@ -69,6 +70,7 @@ class Gateway:
         self.bus = InMemorySubscriptionBus()
         self._session: Any = None  # the latest handshake-era session, for list_changed
         self._tools: types.ListToolsResult | None = None
+        self.inflight = 0  # calls being handled; shutdown waits for them to unwind
         # The baseline is taken here, not when watching starts: a change made while the
         # server starts up would otherwise be part of the baseline and never reloaded.
         self._seen = _fingerprint(hall.layout.workers_dir)
@@ -86,6 +88,15 @@ class Gateway:
         self, ctx: ServerRequestContext[Any], params: types.CallToolRequestParams
     ) -> types.CallToolResult | types.InputRequiredResult:
         self._remember(ctx)
+        self.inflight += 1
+        try:
+            return await self._call_tool(ctx, params)
+        finally:
+            self.inflight -= 1
+
+    async def _call_tool(
+        self, ctx: ServerRequestContext[Any], params: types.CallToolRequestParams
+    ) -> types.CallToolResult | types.InputRequiredResult:
         meta = dict(params.meta or {})
 
         async def progress(value: float, total: float | None, message: str | None) -> None:
@@ -102,6 +113,7 @@ class Gateway:
                 if not isinstance(asked, CallOutcome):
                     return asked  # InputRequiredResult: the client asks the person and retries
                 outcome = asked
+        annotate_current_span(outcome.status, outcome.governance)
         return self._answer(outcome)
 
     def _answer(self, outcome: CallOutcome) -> types.CallToolResult:
@@ -316,12 +328,36 @@ async def serve_stdio(gateway: Gateway) -> None:
     from mcp.server.stdio import stdio_server
 
     server = build_server(gateway)
-    async with stdio_server() as (read, write):
-        await server.run(
-            _AnswerMalformed(read, write),
-            write,
-            server.create_initialization_options(NotificationOptions(tools_changed=True)),
-        )
+    async with anyio.create_task_group() as tasks:
+        # SIGTERM/SIGINT/SIGHUP cancel the server: running workers' process groups are
+        # killed and reaped, outcome receipts written and a final checkpoint signed.
+        tasks.start_soon(_stop_on_signal, gateway, tasks.cancel_scope)
+        async with stdio_server() as (read, write):
+            await server.run(
+                _AnswerMalformed(read, write),
+                write,
+                server.create_initialization_options(NotificationOptions(tools_changed=True)),
+            )
+        tasks.cancel_scope.cancel()
+
+
+async def _stop_on_signal(gateway: Gateway, scope: anyio.CancelScope) -> None:
+    import signal
+
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+        async for signum in signals:
+            sys.stderr.write(f"pyhall-mcp: {signal.Signals(signum).name}, shutting down\n")
+            break
+    scope.cancel()
+    # Calls in flight unwind: their runners kill and reap the workers' process groups
+    # and write the outcome receipts. The SDK's stdin reader is a thread no cancellation
+    # reaches, so once the evidence is safe the process leaves without waiting for it.
+    with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+        while gateway.inflight:
+            await anyio.sleep(0.02)
+        await gateway.hall.aclose()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 # -- command line ---------------------------------------------------------------------------
@@ -428,6 +464,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             return 0
         hall.open_audit()  # before serving: a hall that cannot receipt does not start
+        configure_tracing()
     except ConfigError as exc:
         sys.stderr.write(f"pyhall-mcp: refusing to start: {exc.describe()}\n")
         return 3
