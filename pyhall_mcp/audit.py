@@ -149,37 +149,62 @@ class Receipt:
         )
 
 
-def _plain(value: Any, where: str) -> Any:
-    """A copy of ``value`` made of exact JSON types; ValueError names the first bad place."""
-    if value is None or value is True or value is False:
+class _NotPlain(ValueError):
+    """Raised inside :func:`_plain`; the path to the bad value is added on the way out."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.path: list[str] = []
+
+
+def _plain(value: Any) -> Any:
+    """A copy of ``value`` made of exact JSON types (no floats, exact integers)."""
+    kind = type(value)
+    if kind is str or value is None or kind is bool:
         return value
-    if isinstance(value, str):
-        return value if type(value) is str else str.__str__(value)
-    if isinstance(value, float):
-        raise ValueError(
-            f"{where}: floats are not allowed in receipts (use integers, e.g. microseconds)"
-        )
-    if isinstance(value, int):
+    if kind is int:
         if not -_MAX_EXACT_INT < value < _MAX_EXACT_INT:
-            raise ValueError(f"{where}: integer outside the exact JSON range (|n| < 2**53)")
-        return int(value)
+            raise _NotPlain("integer outside the exact JSON range (|n| < 2**53)")
+        return value
     if isinstance(value, Mapping):
         copy = {}
         for key, item in value.items():
             if not isinstance(key, str):
-                raise ValueError(f"{where}: keys must be strings, not {type(key).__name__}")
-            copy[str.__str__(key)] = _plain(item, f"{where}.{key}")
+                raise _NotPlain(f"keys must be strings, not {type(key).__name__}")
+            try:
+                copy[str.__str__(key)] = _plain(item)
+            except _NotPlain as exc:
+                exc.path.append(f".{key}")
+                raise
         return copy
     if isinstance(value, (list, tuple)):
-        return [_plain(item, f"{where}[{index}]") for index, item in enumerate(value)]
-    raise ValueError(f"{where}: {type(value).__name__} is not a JSON value")
+        items = []
+        for index, item in enumerate(value):
+            try:
+                items.append(_plain(item))
+            except _NotPlain as exc:
+                exc.path.append(f"[{index}]")
+                raise
+        return items
+    if isinstance(value, float):
+        raise _NotPlain("floats are not allowed in receipts (use integers, e.g. microseconds)")
+    if isinstance(value, str):  # str subclasses (StrEnum) become plain strings
+        return str.__str__(value)
+    if isinstance(value, int):  # int subclasses (IntEnum) become plain integers
+        return _plain(int(value))
+    raise _NotPlain(f"{type(value).__name__} is not a JSON value")
 
 
 def prepare_body(body: Mapping[str, Any]) -> dict[str, Any]:
     """Check a caller's receipt body and return a plain copy; ValueError says what is wrong."""
     if not isinstance(body, Mapping):
         raise ValueError("a receipt body must be a mapping")
-    plain = _plain(body, "body")
+    try:
+        plain = _plain(body)
+    except _NotPlain as exc:
+        where = "body" + "".join(reversed(exc.path))
+        raise ValueError(f"{where}: {exc.reason}") from None
     reserved = sorted(_CHAIN_FIELDS & plain.keys())
     if reserved:
         raise ValueError(f"body: {', '.join(reserved)} are set by the receipt log, not the caller")
@@ -210,11 +235,22 @@ def _seal(
     receipt["recorded_at_us"] = _now_us() if recorded_at_us is None else recorded_at_us
     receipt["prev_receipt_hash"] = prev_receipt_hash
     receipt["signing_key_id"] = key.key_id
-    receipt_hash = hashlib.sha256(canonical_json(receipt)).hexdigest()
+    # The payload is the hashed form plus one member, and canonical JSON sorts
+    # members by key (an ASCII key like "receipt_hash" orders the same under
+    # RFC 8785's UTF-16 rule as under Python's): encode the members before and
+    # after it once, then join them twice.
+    before = canonical_json({k: v for k, v in receipt.items() if k < "receipt_hash"})[1:-1]
+    after = canonical_json({k: v for k, v in receipt.items() if k > "receipt_hash"})[1:-1]
+    receipt_hash = hashlib.sha256(_json_object(before, after)).hexdigest()
+    member = b'"receipt_hash":"' + receipt_hash.encode("ascii") + b'"'
+    payload = _json_object(before, member, after)
     receipt["receipt_hash"] = receipt_hash
-    payload = canonical_json(receipt)
     receipt["signature"] = b64encode(key.sign(pae(RECEIPT_PAYLOAD_TYPE, payload)))
     return Receipt(receipt["receipt_id"], seq, receipt_hash, receipt, payload)
+
+
+def _json_object(*members: bytes) -> bytes:
+    return b"{" + b",".join(member for member in members if member) + b"}"
 
 
 def build_receipt(
@@ -636,6 +672,7 @@ class ReceiptLog:
         self._closed = False
         self._broken: str | None = None
         self._last_batch = 1
+        self._linger_for = 1  # while the writer lingers: the queue length that ends it
         # Owned by the writer thread once it runs.
         self._head: tuple[int, str | None] = (0, None)
         self._head_key: str | None = None
@@ -796,7 +833,8 @@ class ReceiptLog:
             if self._closing:
                 raise AuditError("the audit log is closed")
             self._queue.append(pending)
-            self._cond.notify()
+            if len(self._queue) == 1 or len(self._queue) >= self._linger_for:
+                self._cond.notify()  # the writer waits for a first item or a full batch
 
     @property
     def head(self) -> tuple[int, str | None]:
@@ -844,13 +882,14 @@ class ReceiptLog:
                 self._cond.wait(wait)
             # Under concurrent load the last batch's size predicts who is about to
             # arrive; wait for them, but never past max_delay after the first item.
-            target = min(self._max_batch, self._last_batch)
+            self._linger_for = min(self._max_batch, self._last_batch)
             deadline = self._queue[0].enqueued + self._max_delay
-            while len(self._queue) < target and not self._closing:
+            while len(self._queue) < self._linger_for and not self._closing:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
                 self._cond.wait(remaining)
+            self._linger_for = 1
             size = min(len(self._queue), self._max_batch)
             batch = [self._queue.popleft() for _ in range(size)]
         self._last_batch = size

@@ -19,6 +19,8 @@ import pytest
 import rfc8785
 import yaml
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pyhall_mcp.audit import (
     RECEIPT_PAYLOAD_TYPE,
@@ -704,3 +706,42 @@ def test_exported_receipt_is_a_valid_dsse_envelope(layout: HallLayout) -> None:
 def test_export_refuses_an_unsigned_body() -> None:
     with pytest.raises(ValueError, match="signature"):
         export_dsse({"kind": "decision", "signing_key_id": "ed25519:x"})
+
+
+# -- the canonical form, for any body ---------------------------------------------------------
+
+_RESERVED = {
+    "kind",
+    "v",
+    "receipt_id",
+    "seq",
+    "recorded_at_us",
+    "prev_receipt_hash",
+    "signing_key_id",
+    "receipt_hash",
+    "signature",
+}
+_HYPOTHESIS_KEY = SigningKey.generate()
+_json_scalars = st.none() | st.booleans() | st.integers(-(2**53) + 1, 2**53 - 1) | st.text()
+_json_values = st.recursive(
+    _json_scalars,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3),
+    max_leaves=10,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    extra=st.dictionaries(
+        st.text(min_size=1).filter(lambda k: k not in _RESERVED), _json_values, max_size=8
+    )
+)
+def test_sealed_payload_and_hash_are_rfc8785_for_any_body(extra: dict[str, Any]) -> None:
+    key = _HYPOTHESIS_KEY
+    receipt = build_receipt({"kind": "decision", **extra}, seq=3, prev_receipt_hash=None, key=key)
+    unsigned = {k: v for k, v in receipt.body.items() if k != "signature"}
+    assert receipt.payload == rfc8785.dumps(unsigned)
+    hashed = {k: v for k, v in unsigned.items() if k != "receipt_hash"}
+    assert receipt.receipt_hash == hashlib.sha256(rfc8785.dumps(hashed)).hexdigest()
+    ring = Keyring([key.trusted(["receipts"])])
+    verify_receipt(receipt.body, ring)
