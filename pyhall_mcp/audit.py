@@ -36,11 +36,16 @@ canonical_json(receipt without signature))``. So the DSSE payload of a receipt
 is its canonical form including its hash, and :func:`export_dsse` builds a
 standard envelope from the stored signature without re-signing.
 
-Writes go through one writer thread that owns the SQLite connection and the
-chain head (group commit): queued bodies are sealed in order, inserted in one
+Writes go through one writer thread that owns the store and the chain head
+(group commit): queued bodies are sealed in order, inserted in one
 transaction, committed (WAL, ``synchronous=FULL``), and only then are their
-callers answered. A failed write fails its callers with :class:`AuditError`
-and never advances the chain.
+callers answered. A batch is what queued up while the previous one committed
+(at most ``max_batch``); under steady concurrency the writer also waits for
+as many callers as last time, never longer than ``max_delay_ms`` after the
+batch's first item. A failed write fails its callers with :class:`AuditError`
+and never advances the chain. A lock file keeps a second process from
+writing the same state directory. Each row stores the signed payload and the
+signature, so a stored receipt is exactly what was signed.
 """
 
 from __future__ import annotations
