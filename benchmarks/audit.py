@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import os
 import resource
+import shutil
 import sqlite3
 import sys
 import tempfile
@@ -36,8 +37,11 @@ from pyhall_mcp.checkpoints import (
     append_checkpoint,
     sign_checkpoint,
 )
+from pyhall_mcp.hall import Hall
 from pyhall_mcp.layout import HallLayout
 from pyhall_mcp.signing import SigningKey
+
+GATE_HALL = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "halls" / "gate"
 
 
 def decision_body(i: int) -> dict:
@@ -162,11 +166,41 @@ def bench_verify(layout: HallLayout) -> tuple[float, float, int]:
     return elapsed, cpu_seconds() - cpu, report.count
 
 
+async def _call_latencies(hall: Hall, n: int) -> tuple[float, float]:
+    """(p50, mean) in µs of sequential governed calls through ``Hall.call``."""
+    for _ in range(50):  # warm up: imports, caches, the writer thread
+        await hall.call("echo", {"text": "warm"})
+    samples = []
+    for i in range(n):
+        started = time.perf_counter()
+        outcome = await hall.call("echo", {"text": f"call {i}"})
+        samples.append((time.perf_counter() - started) * 1e6)
+        assert outcome.status == "allowed" and outcome.value is not None
+    samples.sort()
+    return samples[len(samples) // 2], sum(samples) / len(samples)
+
+
+async def bench_call_latency(tmp: Path, n: int) -> tuple[tuple[float, float], tuple[float, float]]:
+    """The gateway's call path with receipts off, then on: the receipts' added latency."""
+    results = []
+    for enabled in (False, True):
+        root = tmp / f"hall-audit-{'on' if enabled else 'off'}"
+        shutil.copytree(GATE_HALL, root)
+        hall = Hall.load(root, overrides={"audit": {"enabled": enabled}, "events": "off"})
+        hall.open_audit()
+        try:
+            results.append(await _call_latencies(hall, n))
+        finally:
+            await hall.aclose()
+    return results[0], results[1]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sequential", type=int, default=2_000, help="receipts per sequential run")
     parser.add_argument("--concurrent", type=int, default=20_000, help="receipts, 8 writers")
     parser.add_argument("--verify-size", type=int, default=100_000, help="receipts to verify")
+    parser.add_argument("--calls", type=int, default=2_000, help="governed calls, receipts on/off")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="pyhall-bench-audit-") as tmp_name:
@@ -196,10 +230,12 @@ def main() -> None:
         target = conc_n / conc_s >= 5_000
         print(f"  target >= 5,000 receipts/s: {'met' if target else 'NOT met'}")
 
-        # ---------------------------------------------------------------------------
-        # LEAD: add "added latency per call vs the gateway with receipts off" here
-        # (same run, same machine), once the gateway exists.
-        # ---------------------------------------------------------------------------
+        off, on = asyncio.run(bench_call_latency(tmp, args.calls))
+        print(
+            f"Hall.call (echo worker, events off), {args.calls:,} sequential calls: receipts off "
+            f"p50 {off[0]:.0f} µs, on p50 {on[0]:.0f} µs; added per call: "
+            f"p50 {on[0] - off[0]:+.0f} µs, mean {on[1] - off[1]:+.0f} µs (x{on[1] / off[1]:.2f})"
+        )
 
         layout = HallLayout.for_hall(tmp / "verify")
         build_s = build_log(layout, args.verify_size)

@@ -580,6 +580,8 @@ class _Pending:
     enqueued: float
     loop: asyncio.AbstractEventLoop | None
     future: asyncio.Future[Receipt] | concurrent.futures.Future[Receipt]
+    #: Fixed when queued, so a caller that does not wait still knows it.
+    receipt_id: str = field(default_factory=lambda: _new_receipt_id())
 
 
 def _resolve(items: list[tuple[asyncio.Future[Receipt], Receipt | None, Exception | None]]) -> None:
@@ -818,11 +820,22 @@ class ReceiptLog:
         fails (the caller must then deny). A caller cancelled while waiting does
         not withdraw its receipt: once queued it is written.
         """
+        _, future = self.submit(body)
+        return await future
+
+    def submit(self, body: Mapping[str, Any]) -> tuple[str, asyncio.Future[Receipt]]:
+        """Queue a receipt without waiting: it joins the next group commit.
+
+        Returns its receipt id at once and a future that resolves once it is on
+        disk. For evidence nobody waits on (an outcome, after the answer is
+        sent); ``close`` flushes it.
+        """
         plain = prepare_body(body)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Receipt] = loop.create_future()
-        self._submit(_Pending(plain, time.monotonic(), loop, future))
-        return await future
+        pending = _Pending(plain, time.monotonic(), loop, future)
+        self._submit(pending)
+        return pending.receipt_id, future
 
     def record_sync(self, body: Mapping[str, Any]) -> Receipt:
         """:meth:`record` for code without an event loop (blocks until committed)."""
@@ -915,7 +928,13 @@ class ReceiptLog:
         results: list[tuple[_Pending, Receipt | None, Exception | None]] = []
         for pending in batch:
             try:
-                receipt = _seal(pending.body, seq=seq + 1, prev_receipt_hash=prev, key=self._key)
+                receipt = _seal(
+                    pending.body,
+                    seq=seq + 1,
+                    prev_receipt_hash=prev,
+                    key=self._key,
+                    receipt_id=pending.receipt_id,
+                )
                 records.append(StoredRecord.of(receipt))
             except Exception as exc:  # fail this item only; the chain has not moved
                 results.append((pending, None, AuditError(f"could not seal a receipt: {exc}")))

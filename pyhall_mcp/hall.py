@@ -645,19 +645,20 @@ class Hall:
                     error="cancelled",
                     duration_us=(time.monotonic_ns() - started) // 1000,
                 )
-            with anyio.CancelScope(shield=True):
-                outcome_receipt = await self._receipt_quietly(
-                    {
-                        "kind": "outcome",
-                        "decision_receipt_id": gov.get("receipt_id"),
-                        "correlation_id": decision.correlation_id,
-                        "tool": record.tool.name,
-                        "worker_id": record.worker_id,
-                        "status": result.status,
-                        "result_digest": digest(result.value) if result.value is not None else None,
-                        "duration_us": int(result.duration_us),
-                    }
-                )
+            # The decision receipt was durable before the worker ran; the outcome joins
+            # the next group commit instead of holding up the answer (close flushes it).
+            outcome_receipt = self._receipt_later(
+                {
+                    "kind": "outcome",
+                    "decision_receipt_id": gov.get("receipt_id"),
+                    "correlation_id": decision.correlation_id,
+                    "tool": record.tool.name,
+                    "worker_id": record.worker_id,
+                    "status": result.status,
+                    "result_digest": digest(result.value) if result.value is not None else None,
+                    "duration_us": int(result.duration_us),
+                }
+            )
             gov["outcome"] = {
                 "status": result.status,
                 "duration_us": int(result.duration_us),
@@ -768,6 +769,18 @@ class Hall:
             "receipt_hash": receipt.receipt_hash,
             "receipt_seq": receipt.seq,
         }
+
+    def _receipt_later(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Queue a receipt without waiting for it to be durable; failures are logged."""
+        if self.audit is None:
+            return {}
+        try:
+            receipt_id, future = self.audit.submit(body)
+        except Exception:
+            _log_exception("audit")
+            return {}
+        future.add_done_callback(_log_receipt_failure)
+        return {"receipt_id": receipt_id}
 
     async def _receipt_quietly(self, body: dict[str, Any]) -> dict[str, Any]:
         try:
@@ -886,6 +899,11 @@ def _explain(decision: RouteDecision, status: OutcomeStatus) -> str:
         f"Denied by the governance hall ({code}): {message} "
         "Do not retry this call unchanged; it will be denied again."
     )
+
+
+def _log_receipt_failure(future: Any) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        sys.stderr.write(f"pyhall: a queued receipt was not written: {future.exception()}\n")
 
 
 def _log_exception(where: str) -> None:
