@@ -1,0 +1,544 @@
+"""Gateway benchmark: governed vs bare MCP round trips over real stdio, and cold start.
+
+    .venv/bin/python benchmarks/gateway.py [--calls 2000] [--slices 20] [--cold 7]
+                                           [--sdk] [--attestation] [--breakdown]
+
+The same trivial worker (greet_worker.py) is served by (a) bare_server.py, a
+bare MCP SDK low-level server, and (b) ``pyhall-mcp`` (``python -m pyhall_mcp``)
+on a temporary hall with one rule, one policy allowing the tool, durable
+receipts ON (two per call: decision and outcome) and events off. Both run as
+real subprocesses, each on one stdio connection.
+
+Main table: a raw JSON-lines client in the handshake era (initialize, then
+tools/call), so the figures are server cost and stdio, not client cost; one
+call at a time, then 8 in flight. The servers of a table run side by side and
+are measured in alternating slices, so that load from elsewhere on the machine
+hits them alike; calls/s is total calls over total time.
+``--sdk`` adds the same measurement through the official ``mcp.Client`` in
+both eras. Cold start: spawn to the ``initialize`` response, median of N.
+``--attestation``: the governed round trip with worker attestation on vs off
+(the worker signed with pyhall_mcp.attestation, code unchanged).
+``--breakdown``: ``Hall.call`` in-process with receipts off/on and attestation
+on, next to the cost of sealing one receipt and of one durable SQLite commit.
+
+Targets (issues 3 and 7): governed within 1.25x of bare; cold start within
+1.2x; attestation on within 5% of off. Tests never assert speed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import itertools
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))
+
+import greet_worker  # noqa: E402
+
+IN_FLIGHT = 8
+_INIT_PARAMS = {
+    "protocolVersion": "2025-11-25",
+    "capabilities": {},
+    "clientInfo": {"name": "bench", "version": "0"},
+}
+
+
+# -- the two servers -------------------------------------------------------------------------
+
+
+def write_hall(root: Path, *, attestation: bool = False, audit: bool = True) -> Path:
+    """A hall serving greet_worker: one rule, one policy, receipts on, events off."""
+    worker = root / "workers" / "greet"
+    worker.mkdir(parents=True)
+    (root / "rules").mkdir()
+    (root / "policies").mkdir()
+    (root / "workspace").mkdir()
+    shutil.copy(HERE / "greet_worker.py", worker / "greet_worker.py")
+    record = {
+        "worker_id": "org.bench.greeter",
+        "worker_species_id": "wrk.bench.greeter",
+        "version": "1.0.0",
+        "capabilities": ["cap.bench.greet"],
+        "risk_tier": "low",
+        "required_controls": ["ctrl.obs.audit-log-append-only"],
+        "currently_implements": ["ctrl.obs.audit-log-append-only"],
+        "privilege_envelope": {"network_egress": "none"},
+        "tool": {
+            "name": greet_worker.NAME,
+            "description": greet_worker.DESCRIPTION,
+            "input_schema": greet_worker.INPUT_SCHEMA,
+            "output_schema": greet_worker.OUTPUT_SCHEMA,
+        },
+        "runner": {"kind": "python", "entry": "greet_worker:run"},
+        "timeout_s": 10,
+    }
+    (worker / "worker.yaml").write_text(json.dumps(record, indent=2))
+    (root / "rules" / "bench.yaml").write_text(
+        json.dumps(
+            {
+                "version": "1",
+                "rules": [
+                    {
+                        "rule_id": "rr.bench.greet",
+                        "match": {"capability_id": "cap.bench.greet"},
+                        "decision": {
+                            "candidate_workers_ranked": [
+                                {"worker_species_id": "wrk.bench.greeter", "score_hint": 1.0}
+                            ],
+                            "required_controls_suggested": ["ctrl.obs.audit-log-append-only"],
+                        },
+                    }
+                ],
+            }
+        )
+    )
+    (root / "policies" / "bench.yaml").write_text(
+        "policies:\n"
+        "  - id: pol.bench.greet\n"
+        "    effect: allow\n"
+        "    description: Anyone may be greeted.\n"
+        "    when: {worker_id: org.bench.greeter, tool: greet}\n"
+    )
+    (root / "hall.yaml").write_text(
+        json.dumps(
+            {
+                "name": "bench",
+                "env": "dev",
+                "tenant_id": "bench",
+                "events": "off",
+                "reload_interval_s": 1.0,
+                "floors": {
+                    "require_signatory": True,
+                    "allowed_tenants": ["bench"],
+                    "require_worker_attestation": attestation,
+                    "enforce_policy_gate": True,
+                    "enforce_required_controls": True,
+                    "enforce_privilege_envelopes": True,
+                },
+                "audit": {"enabled": audit},
+            }
+        )
+    )
+    if attestation:
+        from pyhall_mcp.attestation import sign_package, trust_attestation_key
+        from pyhall_mcp.layout import HallLayout
+        from pyhall_mcp.signing import SigningKey
+
+        key = SigningKey.generate()
+        trust_attestation_key(HallLayout.for_hall(root).trusted_keys, key, ["org.bench"])
+        sign_package(worker, key)
+    return root
+
+
+@dataclass(frozen=True)
+class ServerSpec:
+    label: str
+    argv: list[str]
+
+
+def bare_server() -> ServerSpec:
+    return ServerSpec("bare SDK server", [sys.executable, str(HERE / "bare_server.py")])
+
+
+def governed_server(label: str, hall: Path) -> ServerSpec:
+    state = hall.parent / f"{hall.name}-state"
+    argv = [sys.executable, "-m", "pyhall_mcp", "--hall", str(hall), "--state-dir", str(state)]
+    return ServerSpec(label, argv)
+
+
+def _child_env() -> dict[str, str]:
+    env = {"PATH": os.environ.get("PATH", os.defpath), "PYHALL_EVENTS": "off"}
+    for name in ("HOME", "LANG", "TMPDIR"):
+        if name in os.environ:
+            env[name] = os.environ[name]
+    return env
+
+
+# -- a raw JSON-lines client -----------------------------------------------------------------
+
+
+class RawClient:
+    """Newline-delimited JSON-RPC over a subprocess's stdio; the least client cost there is."""
+
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self.process = process
+        self._ids = itertools.count(1)
+        self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._reader = asyncio.create_task(self._read())
+
+    @classmethod
+    async def spawn(cls, spec: ServerSpec, log: Path) -> RawClient:
+        with log.open("ab") as stderr:
+            process = await asyncio.create_subprocess_exec(
+                *spec.argv,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=stderr,
+                env=_child_env(),
+                limit=16 * 1024 * 1024,
+            )
+        return cls(process)
+
+    async def _read(self) -> None:
+        assert self.process.stdout is not None
+        while line := await self.process.stdout.readline():
+            message = json.loads(line)
+            future = self._pending.pop(message.get("id"), None)
+            if future is not None and not future.done():
+                future.set_result(message)
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(ConnectionError("the server closed stdout"))
+
+    def _send(self, message: dict[str, Any]) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write(json.dumps(message).encode() + b"\n")
+
+    async def request(self, method: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+        request_id = next(self._ids)
+        future = asyncio.get_running_loop().create_future()
+        self._pending[request_id] = future
+        message: dict[str, Any] = {"jsonrpc": "2.0", "id": request_id, "method": method}
+        if params is not None:
+            message["params"] = params
+        self._send(message)
+        answer = await future
+        if "error" in answer:
+            raise RuntimeError(f"{method}: {answer['error']}")
+        return answer["result"]
+
+    async def initialize(self) -> None:
+        await self.request("initialize", _INIT_PARAMS)
+        self._send({"jsonrpc": "2.0", "method": "notifications/initialized"})
+
+    async def call(self, name: str) -> None:
+        result = await self.request(
+            "tools/call", {"name": greet_worker.NAME, "arguments": {"name": name}}
+        )
+        if result.get("isError") or "structuredContent" not in result:
+            raise RuntimeError(f"the call failed: {json.dumps(result)[:500]}")
+
+    async def close(self) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.close()
+        try:
+            await asyncio.wait_for(self.process.wait(), 10)
+        except TimeoutError:
+            self.process.kill()
+            await self.process.wait()
+        self._reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._reader
+
+
+# -- measuring -------------------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    """One timed batch: calls per second and every call's latency in seconds."""
+
+    rate: float
+    latencies: list[float]
+
+
+async def timed(call: Callable[[str], Awaitable[None]], calls: int, in_flight: int) -> Run:
+    latencies: list[float] = []
+    remaining = itertools.count()
+
+    async def lane() -> None:
+        while next(remaining) < calls:
+            started = time.perf_counter()
+            await call("Ada")
+            latencies.append(time.perf_counter() - started)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(lane() for _ in range(in_flight)))
+    return Run(calls / (time.perf_counter() - started), latencies)
+
+
+Call = Callable[[str], Awaitable[None]]
+Opener = Callable[[ServerSpec, contextlib.AsyncExitStack], Awaitable[Call]]
+
+
+def raw_opener(log: Path) -> Opener:
+    async def open_raw(spec: ServerSpec, stack: contextlib.AsyncExitStack) -> Call:
+        client = await RawClient.spawn(spec, log)
+        stack.push_async_callback(client.close)
+        await client.initialize()
+        return client.call
+
+    return open_raw
+
+
+def sdk_opener(mode: str) -> Opener:
+    async def open_sdk(spec: ServerSpec, stack: contextlib.AsyncExitStack) -> Call:
+        from mcp import Client, StdioServerParameters
+
+        params = StdioServerParameters(command=spec.argv[0], args=spec.argv[1:], env=_child_env())
+        client = await stack.enter_async_context(Client(params, mode=mode))  # type: ignore[arg-type]
+        await client.list_tools()
+
+        async def call(name: str) -> None:
+            result = await client.call_tool(greet_worker.NAME, {"name": name})
+            if result.is_error:
+                raise RuntimeError("the call failed")
+
+        return call
+
+    return open_sdk
+
+
+@dataclass
+class Figures:
+    rate: float  # calls / total time of the slices
+    p50_ms: float
+    p99_ms: float
+
+
+def summarize(runs: list[Run]) -> Figures:
+    pooled = sorted(x for run in runs for x in run.latencies)
+
+    def at(q: float) -> float:
+        return pooled[min(len(pooled) - 1, int(q * len(pooled)))] * 1000
+
+    calls = sum(len(run.latencies) for run in runs)
+    elapsed = sum(len(run.latencies) / run.rate for run in runs)
+    return Figures(calls / elapsed, at(0.50), at(0.99))
+
+
+async def compare(
+    specs: list[ServerSpec], opener: Opener, calls: int, warmup: int, slices: int
+) -> dict[str, dict[int, Figures]]:
+    """All servers live at once, measured in alternating slices so drift hits all alike."""
+    runs: dict[str, dict[int, list[Run]]] = {s.label: {1: [], IN_FLIGHT: []} for s in specs}
+    async with contextlib.AsyncExitStack() as stack:
+        sessions = {spec.label: await opener(spec, stack) for spec in specs}
+        for call in sessions.values():
+            await timed(call, warmup, IN_FLIGHT)
+        for n in (1, IN_FLIGHT):
+            for _ in range(slices):
+                for label, call in sessions.items():
+                    runs[label][n].append(await timed(call, max(1, calls // slices), n))
+    return {
+        label: {n: summarize(batch) for n, batch in by_n.items()} for label, by_n in runs.items()
+    }
+
+
+async def cold_start(spec: ServerSpec, log: Path) -> float:
+    started = time.perf_counter()
+    client = await RawClient.spawn(spec, log)
+    try:
+        await client.request("initialize", _INIT_PARAMS)
+        return time.perf_counter() - started
+    finally:
+        await client.close()
+
+
+async def cold_starts(
+    specs: list[ServerSpec], samples: int, log: Path
+) -> dict[str, tuple[float, float]]:
+    """(median, min) seconds from spawn to the initialize response, servers interleaved."""
+    for spec in specs:
+        await cold_start(spec, log)  # unmeasured: first start creates keys and the log
+    times: dict[str, list[float]] = {spec.label: [] for spec in specs}
+    for _ in range(samples):
+        for spec in specs:
+            times[spec.label].append(await cold_start(spec, log))
+    return {label: (statistics.median(v), min(v)) for label, v in times.items()}
+
+
+# -- where the time goes --------------------------------------------------------------------
+
+
+async def _hall_calls(hall: Any, calls: int, in_flight: int) -> float:
+    """Microseconds per ``Hall.call`` (the whole governed path, no MCP, no stdio)."""
+    remaining = itertools.count()
+
+    async def lane() -> None:
+        while next(remaining) < calls:
+            outcome = await hall.call(greet_worker.NAME, {"name": "Ada"})
+            if outcome.value is None:
+                raise RuntimeError(f"the call failed: {outcome.message}")
+
+    started = time.perf_counter()
+    await asyncio.gather(*(lane() for _ in range(in_flight)))
+    return (time.perf_counter() - started) / calls * 1e6
+
+
+def _durable_commit_us(work: Path, rows: int = 300) -> float:
+    """One SQLite WAL commit with synchronous=FULL, the floor under a durable receipt."""
+    import sqlite3
+
+    db = sqlite3.connect(work / "commit.db", isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=FULL")
+    db.execute("CREATE TABLE t (payload TEXT)")
+    started = time.perf_counter()
+    for _ in range(rows):
+        db.execute("BEGIN")
+        db.execute("INSERT INTO t VALUES (?)", ("x" * 1000,))
+        db.execute("COMMIT")
+    db.close()
+    return (time.perf_counter() - started) / rows * 1e6
+
+
+def _seal_us(rounds: int = 2000) -> float:
+    from pyhall_mcp.audit import build_receipt
+    from pyhall_mcp.signing import SigningKey
+
+    key = SigningKey.generate()
+    body = {"kind": "decision", "decision": "allowed", "tool": "greet", "x": "y" * 900}
+    started = time.perf_counter()
+    for seq in range(1, rounds + 1):
+        build_receipt(body, seq=seq, prev_receipt_hash="0" * 64, key=key)
+    return (time.perf_counter() - started) / rounds * 1e6
+
+
+async def breakdown(work: Path, calls: int) -> None:
+    """Where a governed call's time goes, measured in-process (no MCP, no stdio)."""
+    from pyhall_mcp.hall import Hall
+
+    rows: list[tuple[str, float]] = []
+    for label, kwargs in (
+        ("Hall.call, receipts off", {"audit": False}),
+        ("Hall.call, receipts off, attestation on", {"audit": False, "attestation": True}),
+        ("Hall.call, receipts on (2 durable per call)", {}),
+    ):
+        name = "bd-" + "-".join(f"{k}{v}" for k, v in kwargs.items())
+        hall = Hall.load(write_hall(work / name, **kwargs), state_dir=work / f"{name}-state")
+        hall.open_audit()
+        try:
+            await _hall_calls(hall, 200, IN_FLIGHT)  # warm up
+            for n in (1, IN_FLIGHT):
+                rows.append((f"{label}, {n} in flight", await _hall_calls(hall, calls, n)))
+        finally:
+            await hall.aclose()
+    rows.append(("seal one receipt (canonical JSON, SHA-256, Ed25519)", _seal_us()))
+    rows.append(("one durable SQLite commit (WAL, synchronous=FULL)", _durable_commit_us(work)))
+    print("\nWhere the time goes, in-process, microseconds per call:")
+    for label, micros in rows:
+        print(f"  {label:<58} {micros:>8.0f} us")
+
+
+# -- reporting -------------------------------------------------------------------------------
+
+
+def print_table(
+    title: str, results: dict[str, dict[int, Figures]], baseline: str, target: float | None
+) -> None:
+    print(f"\n{title}")
+    header = f"  {'server':<34} {'in flight':>9} {'calls/s':>9} {'p50 ms':>8} {'p99 ms':>8} "
+    print(header + f"{'time ratio':>10}")
+    for label, by_n in results.items():
+        for n, fig in by_n.items():
+            ratio = results[baseline][n].rate / fig.rate
+            mark = ""
+            if target is not None and label != baseline:
+                mark = "  ok" if ratio <= target else f"  OVER {target}x"
+            print(
+                f"  {label:<34} {n:>9} {fig.rate:>9.0f} {fig.p50_ms:>8.2f} {fig.p99_ms:>8.2f} "
+                f"{ratio:>9.2f}x{mark}"
+            )
+
+
+async def main(args: argparse.Namespace) -> None:
+    work = Path(tempfile.mkdtemp(prefix="pyhall-bench-"))
+    log = work / "servers.log"
+    try:
+        bare = bare_server()
+        governed = governed_server("pyhall-mcp (governed)", write_hall(work / "hall"))
+        no_audit = governed_server(
+            "pyhall-mcp (receipts off)", write_hall(work / "hall-no-audit", audit=False)
+        )
+        print(
+            f"gateway benchmark: python {sys.version.split()[0]}, {os.cpu_count()} CPUs, "
+            f"{args.calls} calls per row in {args.slices} alternating slices;\n"
+            "time ratio = baseline calls/s / this row's calls/s (time per call vs the baseline)"
+        )
+
+        def measure(specs: list[ServerSpec], opener: Opener) -> Awaitable[dict[str, Any]]:
+            return compare(specs, opener, args.calls, args.warmup, args.slices)
+
+        raw = raw_opener(log)
+        results = await measure([bare, governed, no_audit], raw)
+        print_table(
+            "Round trip, raw JSON-lines client, handshake era (target governed <= 1.25x):",
+            results,
+            bare.label,
+            1.25,
+        )
+
+        if args.sdk:
+            for mode, era in (("legacy", "handshake era"), ("auto", "2026-07-28 era")):
+                results = await measure([bare, governed], sdk_opener(mode))
+                print_table(f"Round trip, mcp.Client, {era}:", results, bare.label, 1.25)
+
+        if args.attestation:
+            for audit, what in ((True, "receipts on"), (False, "receipts off")):
+                plain, attested = (
+                    governed_server(
+                        f"{what}, attestation {'on' if on else 'off'}",
+                        write_hall(work / f"att-{audit}-{on}", attestation=on, audit=audit),
+                    )
+                    for on in (False, True)
+                )
+                results = await measure([plain, attested], raw)
+                print_table(
+                    f"Worker attestation, {what}, raw client (target on <= 1.05x off):",
+                    results,
+                    plain.label,
+                    1.05,
+                )
+
+        if args.breakdown:
+            await breakdown(work, args.calls)
+
+        cold = await cold_starts([bare, governed], args.cold, log)
+        print(f"\nCold start, spawn to the initialize response, {args.cold} samples (target 1.2x):")
+        print(f"  {'server':<34} {'median':>8} {'min':>8}")
+        for label, (median, best) in cold.items():
+            print(f"  {label:<34} {median * 1000:>5.0f} ms {best * 1000:>5.0f} ms")
+        ratios = [g / b for g, b in zip(cold[governed.label], cold[bare.label], strict=True)]
+        verdict = "ok" if ratios[0] <= 1.2 else "OVER 1.2x"
+        print(f"  {'ratio governed / bare':<34} {ratios[0]:>7.2f}x {ratios[1]:>7.2f}x  {verdict}")
+    except BaseException:
+        if log.exists():
+            sys.stderr.write(log.read_text(errors="replace")[-4000:])
+        raise
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--calls", type=int, default=2000, help="timed calls per row")
+    parser.add_argument("--warmup", type=int, default=200, help="untimed calls per session")
+    parser.add_argument(
+        "--slices", type=int, default=20, help="alternating slices the calls are measured in"
+    )
+    parser.add_argument("--cold", type=int, default=7, help="cold start samples per server")
+    parser.add_argument("--sdk", action="store_true", help="also measure through mcp.Client")
+    parser.add_argument("--attestation", action="store_true", help="compare attestation on vs off")
+    parser.add_argument(
+        "--breakdown", action="store_true", help="in-process cost of each governed stage"
+    )
+    return parser
+
+
+if __name__ == "__main__":
+    asyncio.run(main(_parser().parse_args()))
