@@ -219,6 +219,10 @@ def prepare_body(body: Mapping[str, Any]) -> dict[str, Any]:
     return plain
 
 
+#: How long a receipt nobody waits on may wait for company before it is committed alone.
+_LAZY_DELAY_S = 0.010
+
+
 def _new_receipt_id() -> str:
     return "rcpt_" + uuid.uuid4().hex
 
@@ -582,6 +586,8 @@ class _Pending:
     future: asyncio.Future[Receipt] | concurrent.futures.Future[Receipt]
     #: Fixed when queued, so a caller that does not wait still knows it.
     receipt_id: str = field(default_factory=lambda: _new_receipt_id())
+    #: False when nobody waits on it: it rides along with the next urgent commit.
+    urgent: bool = True
 
 
 def _resolve(items: list[tuple[asyncio.Future[Receipt], Receipt | None, Exception | None]]) -> None:
@@ -820,22 +826,25 @@ class ReceiptLog:
         fails (the caller must then deny). A caller cancelled while waiting does
         not withdraw its receipt: once queued it is written.
         """
-        _, future = self.submit(body)
-        return await future
+        return await self._enqueue(body, urgent=True).future  # type: ignore[misc]
 
     def submit(self, body: Mapping[str, Any]) -> tuple[str, asyncio.Future[Receipt]]:
-        """Queue a receipt without waiting: it joins the next group commit.
+        """Queue a receipt without waiting: it joins the next commit somebody waits on.
 
         Returns its receipt id at once and a future that resolves once it is on
-        disk. For evidence nobody waits on (an outcome, after the answer is
-        sent); ``close`` flushes it.
+        disk, at most ``_LAZY_DELAY_S`` (plus one commit) later. For evidence
+        nobody waits on (an outcome, after the answer is sent); ``close``
+        flushes it.
         """
+        pending = self._enqueue(body, urgent=False)
+        return pending.receipt_id, pending.future  # type: ignore[return-value]
+
+    def _enqueue(self, body: Mapping[str, Any], *, urgent: bool) -> _Pending:
         plain = prepare_body(body)
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Receipt] = loop.create_future()
-        pending = _Pending(plain, time.monotonic(), loop, future)
+        future: asyncio.Future[Receipt] = asyncio.get_running_loop().create_future()
+        pending = _Pending(plain, time.monotonic(), future.get_loop(), future, urgent=urgent)
         self._submit(pending)
-        return pending.receipt_id, future
+        return pending
 
     def record_sync(self, body: Mapping[str, Any]) -> Receipt:
         """:meth:`record` for code without an event loop (blocks until committed)."""
@@ -851,8 +860,9 @@ class ReceiptLog:
             if self._closing:
                 raise AuditError("the audit log is closed")
             self._queue.append(pending)
-            if len(self._queue) == 1 or len(self._queue) >= self._linger_for:
-                self._cond.notify()  # the writer waits for a first item or a full batch
+            if len(self._queue) == 1 or len(self._queue) >= self._linger_for or pending.urgent:
+                # The writer waits for a first item, a full batch, or someone waiting.
+                self._cond.notify()
 
     @property
     def head(self) -> tuple[int, str | None]:
@@ -898,6 +908,14 @@ class ReceiptLog:
                 if wait is not None and wait <= 0:
                     return []
                 self._cond.wait(wait)
+            # Receipts nobody waits on ride along with the next one somebody does:
+            # one fsync for both. They are never held longer than _LAZY_DELAY_S.
+            lazy_deadline = self._queue[0].enqueued + _LAZY_DELAY_S
+            while not self._closing and not any(p.urgent for p in self._queue):
+                remaining = lazy_deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._cond.wait(remaining)
             # Under concurrent load the last batch's size predicts who is about to
             # arrive; wait for them, but never past max_delay after the first item.
             self._linger_for = min(self._max_batch, self._last_batch)

@@ -745,3 +745,50 @@ def test_sealed_payload_and_hash_are_rfc8785_for_any_body(extra: dict[str, Any])
     assert receipt.receipt_hash == hashlib.sha256(rfc8785.dumps(hashed)).hexdigest()
     ring = Keyring([key.trusted(["receipts"])])
     verify_receipt(receipt.body, ring)
+
+
+# -- receipts nobody waits on (outcomes) ------------------------------------------------------
+
+
+async def test_submitted_receipt_rides_with_the_next_awaited_one(tmp_path: Path) -> None:
+    layout = HallLayout.for_hall(tmp_path)
+    log = ReceiptLog.open(layout)
+    try:
+        receipt_id, future = log.submit({"kind": "outcome", "status": "ok"})
+        assert receipt_id.startswith("rcpt_")
+        decision = await log.record({"kind": "decision", "decision": "allowed"})
+        outcome = await future
+        # One commit for both: the queued outcome precedes the decision in the chain.
+        assert outcome.receipt_id == receipt_id
+        assert outcome.seq == decision.seq - 1
+        assert decision.body["prev_receipt_hash"] == outcome.receipt_hash
+    finally:
+        await log.aclose()
+    assert verify_log(layout).ok
+
+
+async def test_submitted_receipt_alone_is_committed_within_its_delay(tmp_path: Path) -> None:
+    layout = HallLayout.for_hall(tmp_path)
+    log = ReceiptLog.open(layout)
+    try:
+        started = time.monotonic()
+        _, future = log.submit({"kind": "outcome", "status": "ok"})
+        receipt = await asyncio.wait_for(future, timeout=5)
+        assert receipt.seq == 1
+        assert time.monotonic() - started < 2  # bounded, not parked until close
+    finally:
+        await log.aclose()
+
+
+async def test_close_flushes_submitted_receipts(tmp_path: Path) -> None:
+    layout = HallLayout.for_hall(tmp_path)
+    log = ReceiptLog.open(layout)
+    ids = [log.submit({"kind": "outcome", "status": "ok", "n": n})[0] for n in range(20)]
+    await log.aclose()
+    report = verify_log(layout)
+    assert report.ok and report.count == 20
+    store = SQLiteReceiptStore(layout.audit_db, readonly=True)
+    try:
+        assert [r.receipt_id for r in store.iter_all()] == ids
+    finally:
+        store.close()
