@@ -417,7 +417,7 @@ async def breakdown(work: Path, calls: int) -> None:
     for label, kwargs in (
         ("Hall.call, receipts off", {"audit": False}),
         ("Hall.call, receipts off, attestation on", {"audit": False, "attestation": True}),
-        ("Hall.call, receipts on (2 durable per call)", {}),
+        ("Hall.call, receipts on", {}),
     ):
         name = "bd-" + "-".join(f"{k}{v}" for k, v in kwargs.items())
         hall = Hall.load(write_hall(work / name, **kwargs), state_dir=work / f"{name}-state")
