@@ -624,7 +624,6 @@ def _decision(
 
 def _deny(call: _Call, denial: _Deny) -> RouteDecision:
     """The one way a denial is built: reason, telemetry, decision."""
-    inp = call.inp
     reason: dict[str, Any] = {"code": denial.code, "message": denial.message, **denial.details}
     pending = None
     if denial.held:
@@ -635,106 +634,106 @@ def _deny(call: _Call, denial: _Deny) -> RouteDecision:
         )
         reason["supervisor_required"] = True
     call.events = [
-        evt.task_denied(
-            call.timestamp,
-            inp.correlation_id,
-            tenant_id=inp.tenant_id,
-            capability_id=inp.capability_id,
-            rule_id=call.rule_id,
+        _event(
+            call,
+            evt.TASK_DENIED,
+            matched_rule_id=call.rule_id,
             deny_code=denial.code,
             deny_message=denial.message,
             policy_version=call.policy_version,
             worker_species_id=call.species,
             worker_id=call.worker_id,
-            dry_run=inp.dry_run,
         )
     ]
     return _decision(call, denied=True, reason=reason, pending=pending)
 
 
+def _event(call: _Call, event_id: str, **fields: Any) -> dict[str, Any]:
+    inp = call.inp
+    return evt.event(
+        event_id,
+        call.timestamp,
+        inp.correlation_id,
+        dry_run=inp.dry_run,
+        tenant_id=inp.tenant_id,
+        capability_id=inp.capability_id,
+        **fields,
+    )
+
+
 def _allow(call: _Call) -> RouteDecision:
-    inp, ts, corr, dry = call.inp, call.timestamp, call.inp.correlation_id, call.inp.dry_run
-    common = {"tenant_id": inp.tenant_id, "capability_id": inp.capability_id}
+    """The events of an allowed decision, in the order of spec section 9, and the decision."""
+    inp = call.inp
+    rule, version = call.rule_id, call.policy_version
+    worker = {"worker_species_id": call.species, "worker_id": call.worker_id}
     events = call.events
     if call.blast_score is not None:
         events.append(
-            evt.blast_scored(
-                ts,
-                corr,
-                **common,
+            _event(
+                call,
+                evt.BLAST_SCORED,
                 env=inp.env,
                 data_label=inp.data_label,
-                rule_id=call.rule_id,
-                policy_version=call.policy_version,
+                matched_rule_id=rule,
+                policy_version=version,
                 blast_score=call.blast_score,
                 decision="ALLOW",
-                dry_run=dry,
             )
         )
     if call.privilege_ok is not None:
         events.append(
-            evt.privilege_envelope_checked(
-                ts,
-                corr,
-                **common,
+            _event(
+                call,
+                evt.PRIVILEGE_ENVELOPE_CHECKED,
                 env=inp.env,
                 data_label=inp.data_label,
-                rule_id=call.rule_id,
-                policy_version=call.policy_version,
-                worker_species_id=call.species,
-                worker_id=call.worker_id,
+                matched_rule_id=rule,
+                policy_version=version,
+                **worker,
                 decision="ALLOW",
-                dry_run=dry,
             )
         )
     if not call.attestation_checked and inp.env in _PROD:
         events.append(
-            evt.attestation_skipped(
-                ts,
-                corr,
-                **common,
+            _event(
+                call,
+                evt.ATTESTATION_SKIPPED,
                 env=inp.env,
-                worker_species_id=call.species,
-                worker_id=call.worker_id,
-                dry_run=dry,
+                **worker,
+                reason="require_worker_attestation is off",
+                severity="warn",
             )
         )
     events.append(
-        evt.task_routed(
-            ts,
-            corr,
-            **common,
+        _event(
+            call,
+            evt.TASK_ROUTED,
             task_id=call.task_id,
-            rule_id=call.rule_id,
-            worker_species_id=call.species,
+            matched_rule_id=rule,
+            selected_worker_species_id=call.species,
             worker_id=call.worker_id,
-            policy_version=call.policy_version,
+            policy_version=version,
             qos_class=inp.qos_class,
-            dry_run=dry,
         )
     )
     events.append(
-        evt.worker_selected(
-            ts,
-            corr,
-            **common,
-            rule_id=call.rule_id,
-            worker_species_id=call.species,
+        _event(
+            call,
+            evt.WORKER_SELECTED,
+            matched_rule_id=rule,
+            selected_worker_species_id=call.species,
             worker_id=call.worker_id,
             reason="first_available_candidate",
-            dry_run=dry,
         )
     )
     events.append(
-        evt.policy_gated(
-            ts,
-            corr,
-            **common,
-            rule_id=call.rule_id,
+        _event(
+            call,
+            evt.POLICY_GATED,
+            matched_rule_id=rule,
             decision="ALLOW",
-            policy_version=call.policy_version,
+            policy_version=version,
             reason=call.gate_reason,
-            dry_run=dry,
         )
     )
     return _decision(call, denied=False, reason=None)

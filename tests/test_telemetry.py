@@ -266,11 +266,11 @@ def test_sanitize_id() -> None:
 
 
 def test_builders_mark_dry_run_only_when_true() -> None:
-    common = dict(tenant_id="t", capability_id="cap.a.b", rule_id="r", dry_run=False)
-    gated = evt.policy_gated("ts", "c", decision="ALLOW", policy_version=None, reason="r", **common)
+    common = dict(tenant_id="t", capability_id="cap.a.b", matched_rule_id="r", dry_run=False)
+    gated = evt.event(evt.POLICY_GATED, "ts", "c", decision="ALLOW", reason="r", **common)
     assert "dry_run" not in gated
     common["dry_run"] = True
-    gated = evt.policy_gated("ts", "c", decision="ALLOW", policy_version=None, reason="r", **common)
+    gated = evt.event(evt.POLICY_GATED, "ts", "c", decision="ALLOW", reason="r", **common)
     assert gated["dry_run"] is True
     assert gated["event_id"] == "evt.os.policy.gated" and gated["matched_rule_id"] == "r"
     assert tuple(MANDATORY) == evt.MANDATORY_EVENTS
