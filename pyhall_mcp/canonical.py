@@ -14,14 +14,14 @@ from typing import Any
 
 import rfc8785
 
-__all__ = ["canonical_json", "digest", "sha256_hex"]
+__all__ = ["canonical_json", "digest", "is_plain_json", "sha256_hex", "sorted_json"]
 
 _dumps = json.JSONEncoder(
     ensure_ascii=False, allow_nan=False, sort_keys=True, separators=(",", ":")
 ).encode
 
 
-def _is_plain(value: Any) -> bool:
+def is_plain_json(value: Any) -> bool:
     """True when sorted-key ``json.dumps`` equals RFC 8785 for ``value``."""
     kind = type(value)
     if kind is str or kind is bool or value is None:
@@ -37,18 +37,23 @@ def _is_plain(value: Any) -> bool:
             kind = type(v)
             if kind is str or kind is bool or v is None:
                 continue
-            if not _is_plain(v):
+            if not is_plain_json(v):
                 return False
         return True
     if kind is list or kind is tuple:
-        return all(_is_plain(v) for v in value)
+        return all(is_plain_json(v) for v in value)
     return False
+
+
+def sorted_json(value: Any) -> bytes:
+    """Sorted-key compact JSON: RFC 8785 itself when ``is_plain_json(value)`` holds."""
+    return _dumps(value).encode("utf-8")
 
 
 def canonical_json(value: Any) -> bytes:
     """RFC 8785 canonical form of a JSON value, as UTF-8 bytes."""
-    if _is_plain(value):
-        return _dumps(value).encode("utf-8")
+    if is_plain_json(value):
+        return sorted_json(value)
     return rfc8785.dumps(value)
 
 

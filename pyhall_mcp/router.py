@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from . import telemetry as evt
-from .canonical import canonical_json
+from .canonical import canonical_json, is_plain_json, sorted_json
 from .credentials import CredentialError, verify_credential
 from .models import (
     CandidateWorker,
@@ -101,12 +101,14 @@ class _Call:
         "candidates",
         "chain_blast",
         "config",
+        "corr",
         "decision",
         "decision_id",
         "escalation",
         "events",
         "gate_reason",
         "human_approved",
+        "ids",
         "inp",
         "missing",
         "pinned",
@@ -132,6 +134,13 @@ class _Call:
         self.when = when
         self.timestamp = when.isoformat(timespec="microseconds").replace("+00:00", "Z")
         self.decision_id = _uuid4()
+        # Ids from the caller, cleaned of control characters once for every event. Ids
+        # from configuration (rules, records) are refused at load if not printable.
+        self.corr = evt.sanitize_id(inp.correlation_id)
+        self.ids = {
+            "tenant_id": evt.sanitize_id(inp.tenant_id),
+            "capability_id": evt.sanitize_id(inp.capability_id),
+        }
         self.rule_id = "PRE_ROUTING"
         self.decision: RuleDecision | None = None
         self.required: frozenset[str] = frozenset()
@@ -418,7 +427,9 @@ def _check_policy(call: _Call, gate: Any) -> None:
                 "The policy gate answered something other than ALLOW, DENY or "
                 "REQUIRE_HUMAN; the hall fails closed.",
             )
-        verdict, call.policy_version, call.gate_reason = result
+        verdict = result[0]
+        call.policy_version = evt.sanitize_id(result[1])
+        call.gate_reason = evt.sanitize_id(result[2])
         if verdict == "DENY":
             raise _Deny(
                 "DENY_POLICY_GATE",
@@ -552,10 +563,17 @@ def _log_exception(where: str) -> None:
 
 def _artifact_hash(inp: RouteInput) -> str:
     """SHA-256 of the RFC 8785 form of the RouteInput."""
+    fields = inp.__dict__
+    # The model fixed every top-level type; only the free-form parts need a look.
+    score = fields["blast_score"]
+    plain = (score is None or -(2**53) < score < 2**53) and all(
+        fields[k] is None or is_plain_json(fields[k])
+        for k in ("request", "blast_radius", "privilege_context")
+    )
     try:
-        return hashlib.sha256(canonical_json(inp.__dict__)).hexdigest()
+        return hashlib.sha256(sorted_json(fields) if plain else canonical_json(fields)).hexdigest()
     except (TypeError, ValueError):
-        return hashlib.sha256(repr(sorted(inp.__dict__.items())).encode()).hexdigest()
+        return hashlib.sha256(repr(sorted(fields.items())).encode()).hexdigest()
 
 
 def _construct(model: type[_M], values: dict[str, Any]) -> _M:
@@ -639,7 +657,7 @@ def _deny(call: _Call, denial: _Deny) -> RouteDecision:
             evt.TASK_DENIED,
             matched_rule_id=call.rule_id,
             deny_code=denial.code,
-            deny_message=denial.message,
+            deny_message=evt.sanitize_id(denial.message),
             policy_version=call.policy_version,
             worker_species_id=call.species,
             worker_id=call.worker_id,
@@ -649,16 +667,19 @@ def _deny(call: _Call, denial: _Deny) -> RouteDecision:
 
 
 def _event(call: _Call, event_id: str, **fields: Any) -> dict[str, Any]:
-    inp = call.inp
-    return evt.event(
-        event_id,
-        call.timestamp,
-        inp.correlation_id,
-        dry_run=inp.dry_run,
-        tenant_id=inp.tenant_id,
-        capability_id=inp.capability_id,
+    """An event of this decision. Every value is already clean: the caller's ids were
+    cleaned in ``_Call``, the gate's words in ``_check_policy``, denials in ``_deny``;
+    configuration ids cannot hold control characters (refused at load)."""
+    event = {
+        "event_id": event_id,
+        "timestamp": call.timestamp,
+        "correlation_id": call.corr,
+        **call.ids,
         **fields,
-    )
+    }
+    if call.inp.dry_run:
+        event["dry_run"] = True
+    return event
 
 
 def _allow(call: _Call) -> RouteDecision:
@@ -818,7 +839,7 @@ def make_decision(
                 _Deny("DENY_INTERNAL_ERROR", "The rule set is invalid; the hall fails closed."),
             )
         call = _Call(inp, rule_set, hall_config or _DEFAULT_CONFIG, when)
-        call.task_id = task_id
+        call.task_id = evt.sanitize_id(task_id)
         call.tool = tool
         call.human_approved = human_approved
         call.chain_blast = max(0, min(100, int(chain_blast)))

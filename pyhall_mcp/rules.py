@@ -63,7 +63,8 @@ PRIVILEGE_CONTROL = canonical_control("ctrl.privilege_envelopes_required")
 class CandidateSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    worker_species_id: str = Field(min_length=1)
+    # Printable: ids from configuration reach events without further cleaning.
+    worker_species_id: str = Field(min_length=1, pattern=r"^[^\x00-\x1f\x7f]+$")
     score_hint: float | None = None
     requires_controls_minimum: tuple[str, ...] | None = None
 
@@ -178,9 +179,9 @@ def _compile_condition(
 
 def _compile_rule(rule: Rule, *, source: str | None, index: int) -> _Compiled:
     rule_id = rule.rule_id
-    if not isinstance(rule_id, str) or not rule_id.strip():
+    if not isinstance(rule_id, str) or not rule_id.strip() or not rule_id.isprintable():
         raise _fail(
-            "rule_id must be a non-empty string",
+            "rule_id must be a non-empty printable string",
             source=source,
             rule_id=None,
             index=index,
