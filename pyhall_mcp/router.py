@@ -813,8 +813,10 @@ def make_decision(
 
     The positional parameters are the reference's (``pyhall-wcp`` 0.2.x). With
     ``registry=`` the router reads per-worker controls, allowed environments,
-    blast radius, privilege envelopes and attestations from it; the reference
-    callables, when also given, take precedence. ``pinned_worker_id`` limits
+    blast radius, privilege envelopes and attestations from it; the pooled
+    ``registry_controls_present`` set is then ignored, ``registry_worker_available``
+    further narrows availability, and the privilege and attestation callables,
+    when given, are used instead of the registry's. ``pinned_worker_id`` limits
     candidates to one worker (the MCP gateway pins the called tool's worker);
     ``human_approved`` records that a person approved exactly this call;
     ``chain_blast`` is the blast already spent by earlier calls of the same chain.
