@@ -3,8 +3,9 @@
 A hall is a directory. Its configuration (``hall.yaml``, rules, policies,
 workers, trusted public keys) is meant for version control; its state (the
 private signing key, receipts, checkpoints, approvals) lives in a state
-directory, ``.pyhall/`` inside the hall unless ``PYHALL_STATE_DIR`` or
-``hall.yaml``'s ``state_dir`` says otherwise, and is never committed.
+directory, ``.pyhall/`` inside the hall unless ``PYHALL_STATE_DIR`` (or
+``--state-dir``) says otherwise, and is never committed. The demo hall inside an
+installed package keeps its state under ``$XDG_STATE_HOME/pyhall-mcp/demo-hall``.
 """
 
 from __future__ import annotations
@@ -16,13 +17,14 @@ from pathlib import Path
 __all__ = ["HallLayout", "bundled_demo_hall", "default_hall_dir"]
 
 
+_PACKAGED_DEMO = Path(__file__).resolve().parent / "demo_hall"
+
+
 def bundled_demo_hall() -> Path:
     """The demo hall shipped with the package (the repository root in a checkout)."""
-    here = Path(__file__).resolve().parent
-    packaged = here / "demo_hall"
-    if (packaged / "hall.yaml").exists():
-        return packaged
-    return here.parent
+    if (_PACKAGED_DEMO / "hall.yaml").exists():
+        return _PACKAGED_DEMO
+    return _PACKAGED_DEMO.parent.parent
 
 
 def default_hall_dir() -> Path:
@@ -40,7 +42,14 @@ class HallLayout:
     def for_hall(cls, root: str | Path, state_dir: str | Path | None = None) -> HallLayout:
         root = Path(root).expanduser().resolve()
         chosen = state_dir or os.environ.get("PYHALL_STATE_DIR")
-        state = Path(chosen).expanduser() if chosen else Path(".pyhall")
+        if chosen:
+            state = Path(chosen).expanduser()
+        elif root == _PACKAGED_DEMO.resolve():
+            # The demo hall inside an installed package is not ours to write into.
+            base = os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state"
+            state = Path(base) / "pyhall-mcp" / "demo-hall"
+        else:
+            state = Path(".pyhall")
         if not state.is_absolute():
             state = root / state
         return cls(root=root, state_dir=state)
