@@ -17,7 +17,7 @@ import sys
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -63,6 +63,7 @@ __all__ = [
     "load_hall",
     "load_settings",
     "overrides_from_environ",
+    "policy_for",
     "rule_files",
     "workspace_dir",
 ]
@@ -193,6 +194,28 @@ def load_settings(layout: HallLayout, overrides: Mapping[str, Any]) -> HallSetti
             location=where,
             fix="correct the value (see the README's hall.yaml reference)",
         ) from None
+
+
+def policy_for(
+    layout: HallLayout, settings: HallSettings, records: Iterable[WorkerRecord]
+) -> PolicyEngine:
+    """The hall's policy engine, its argument conditions checked against these workers' tools.
+
+    Relative ``under:`` directories resolve against the hall; relative path
+    arguments against the workspace, as the file workers read them.
+    """
+    from .policy import load_policy_engine
+
+    schemas: dict[str, Mapping[str, Any]] = {}
+    for record in records:
+        if record.tool is not None:
+            schemas[record.worker_id] = schemas[record.tool.name] = record.tool.input_schema
+    return load_policy_engine(
+        layout.policies_dir,
+        base_dir=layout.root,
+        tool_schemas=schemas or None,
+        path_base=workspace_dir(layout, settings),
+    )
 
 
 def workspace_dir(layout: HallLayout, settings: HallSettings) -> Path | None:
@@ -331,19 +354,7 @@ class Hall:
         for env, hosts in settings.egress_allowlist.items():
             registry.set_egress_allowlist(env, hosts)
         served, failures = _prepare_workers(layout, registry, config, trusted)
-        schemas: dict[str, Mapping[str, Any]] = {}
-        for item in served.values():
-            assert item.record.tool is not None
-            schemas[item.record.worker_id] = item.record.tool.input_schema
-            schemas[item.record.tool.name] = item.record.tool.input_schema
-        from .policy import load_policy_engine
-
-        policy = load_policy_engine(
-            layout.policies_dir,
-            base_dir=layout.root,
-            tool_schemas=schemas,
-            path_base=workspace_dir(layout, settings),
-        )
+        policy = policy_for(layout, settings, [item.record for item in served.values()])
         return cls(layout, settings, rules, registry, policy, trusted, served, failures)
 
     def open_audit(self) -> ReceiptLog | None:

@@ -33,46 +33,21 @@ def register(commands: argparse._SubParsersAction) -> None:
     test.set_defaults(func=run_test)
 
 
-def _tool_schemas(hall: Path) -> dict[str, dict[str, Any]] | None:
-    """Input schema of each enrolled tool, keyed by worker id and by tool name.
-
-    ``None`` when the hall has no enrolled tools (argument checks are skipped).
-    """
+def _engine(hall: Path) -> Any:
+    """The engine the gateway would load for ``hall`` (launch settings applied)."""
+    from ..hall import HallSettings, load_settings, overrides_from_environ, policy_for
     from ..layout import HallLayout
     from ..registry import Registry
 
-    workers = HallLayout.for_hall(hall).workers_dir
-    if not workers.is_dir():
-        return None
-    schemas: dict[str, dict[str, Any]] = {}
-    for record in Registry.load(workers).records:
-        if record.tool is not None:
-            schemas[record.worker_id] = record.tool.input_schema
-            schemas[record.tool.name] = record.tool.input_schema
-    return schemas or None
-
-
-def _workspace(hall: Path) -> Path | None:
-    """The hall's workspace (``workspace`` in hall.yaml, default ``workspace``)."""
-    from .._yaml import load_document
-    from ..layout import HallLayout
-
-    hall_yaml = HallLayout.for_hall(hall).hall_yaml
-    doc = load_document(hall_yaml) if hall_yaml.is_file() else None
-    workspace = doc.get("workspace", "workspace") if isinstance(doc, dict) else "workspace"
-    return hall / workspace if isinstance(workspace, str) and workspace else None
-
-
-def _engine(hall: Path) -> Any:
-    from ..layout import HallLayout
-    from ..policy import load_policy_engine
-
-    return load_policy_engine(
-        HallLayout.for_hall(hall).policies_dir,
-        base_dir=hall,
-        tool_schemas=_tool_schemas(hall),
-        path_base=_workspace(hall),
+    layout = HallLayout.for_hall(hall)
+    # A bare directory of policies (no hall.yaml) is checked with the default settings.
+    settings = (
+        load_settings(layout, overrides_from_environ())
+        if layout.hall_yaml.is_file()
+        else HallSettings()
     )
+    registry = Registry.load(layout.workers_dir) if layout.workers_dir.is_dir() else Registry()
+    return policy_for(layout, settings, registry.records)
 
 
 def run_show(args: argparse.Namespace) -> int:

@@ -94,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
 
 def check_hall(root: Path) -> list[Problem]:
     """Every problem in the hall at ``root``; each part checked on its own."""
-    from ..hall import load_settings, overrides_from_environ, rule_files, workspace_dir
+    from ..hall import load_settings, overrides_from_environ, rule_files
     from ..layout import HallLayout
     from ..registry import Registry
     from ..rules import load_rule_set
@@ -138,7 +138,7 @@ def check_hall(root: Path) -> list[Problem]:
                 )
             except ConfigError as exc:
                 problems.append(Problem.of(exc))
-    problems.extend(_check_policies(layout, registry, workspace_dir(layout, settings)))
+    problems.extend(_check_policies(layout, settings, registry))
     problems.extend(_check_keys(layout))
     problems.extend(
         _check_attestation(layout, registry, settings.floors.require_worker_attestation)
@@ -146,17 +146,12 @@ def check_hall(root: Path) -> list[Problem]:
     return problems
 
 
-def _check_policies(layout: Any, registry: Any, workspace: Path | None) -> list[Problem]:
-    from ..policy import NoPolicyEngine, load_policy_engine, policy_test_files, run_policy_tests
+def _check_policies(layout: Any, settings: Any, registry: Any) -> list[Problem]:
+    from ..hall import policy_for
+    from ..policy import NoPolicyEngine, policy_test_files, run_policy_tests
 
-    schemas: dict[str, Any] = {}
-    for record in registry.records:
-        if record.tool is not None:
-            schemas[record.worker_id] = schemas[record.tool.name] = record.tool.input_schema
     try:
-        engine = load_policy_engine(
-            layout.policies_dir, base_dir=layout.root, tool_schemas=schemas, path_base=workspace
-        )
+        engine = policy_for(layout, settings, registry.records)
     except ConfigError as exc:
         return [Problem.of(exc)]
     if isinstance(engine, NoPolicyEngine):
