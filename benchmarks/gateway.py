@@ -141,6 +141,10 @@ def write_hall(root: Path, *, attestation: bool = False, audit: bool = True) -> 
         key = SigningKey.generate()
         trust_attestation_key(HallLayout.for_hall(root).trusted_keys, key, ["org.bench"])
         sign_package(worker, key)
+        # A package changed within the last 2 s is re-hashed on every call until it
+        # settles (a same-tick edit would leave its stat data unchanged). A served hall's
+        # workers are older than that: let this fresh one settle before measuring.
+        time.sleep(2.1)
     return root
 
 
