@@ -15,6 +15,7 @@ import contextlib
 import json
 import os
 import sys
+import traceback
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -91,6 +92,21 @@ class Gateway:
         self.inflight += 1
         try:
             return await self._call_tool(ctx, params)
+        except MCPError:
+            raise  # a deliberate JSON-RPC answer (unknown tool, --deny-mode jsonrpc)
+        except Exception:
+            # Never let exception text reach the client (the SDK would send it raw).
+            sys.stderr.write(f"pyhall-mcp: tools/call failed:\n{traceback.format_exc()}")
+            return types.CallToolResult(
+                content=[
+                    types.TextContent(
+                        type="text",
+                        text="The gateway failed while handling this call; nothing was run.",
+                    )
+                ],
+                structured_content={"denied": True, "deny_code": "DENY_INTERNAL_ERROR"},
+                is_error=True,
+            )
         finally:
             self.inflight -= 1
 
