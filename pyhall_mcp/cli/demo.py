@@ -115,6 +115,27 @@ async def _call(
     return summary
 
 
+async def _approve(hall: Path, approval_id: str) -> None:
+    """What the operator does in another terminal: the real CLI, as a subprocess."""
+    import anyio
+
+    await anyio.run_process(
+        [
+            sys.executable,
+            "-m",
+            "pyhall_mcp.cli",
+            "approvals",
+            "approve",
+            approval_id,
+            "--hall",
+            str(hall),
+            "--note",
+            "approved in the demo",
+        ],
+        check=True,
+    )
+
+
 async def _session(work: Path, args: argparse.Namespace) -> list[dict[str, Any]]:
     from mcp import MCPError
 
@@ -149,7 +170,7 @@ async def _session(work: Path, args: argparse.Namespace) -> list[dict[str, Any]]
             "read_file",
             {"path": "../hall.yaml"},
         )
-        await _call(
+        held = await _call(
             narrator,
             client,
             "delete a workspace file (irreversible)",
@@ -157,6 +178,18 @@ async def _session(work: Path, args: argparse.Namespace) -> list[dict[str, Any]]
             "delete_file",
             {"path": "scratch/old-draft.txt"},
         )
+        approval = held.get("pending_approval_id")
+        if approval:
+            narrator.say(f"           operator: pyhall approvals approve {approval}")
+            await _approve(work, approval)
+            await _call(
+                narrator,
+                client,
+                "the identical retry, after the operator approved it (runs once)",
+                "allowed",
+                "delete_file",
+                {"path": "scratch/old-draft.txt"},
+            )
         try:
             await client.call_tool("launch_rockets", {})
             narrator.step("call a tool nobody enrolled", "denied", "allowed", "answered?!")
