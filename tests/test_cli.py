@@ -17,8 +17,14 @@ PYHALL = [sys.executable, "-m", "pyhall_mcp.cli"]
 def pyhall(*args: str, env: dict[str, str] | None = None, timeout: float = 60):
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("PYHALL_")}
     full_env.update(env or {})
-    return subprocess.run([*PYHALL, *args], capture_output=True, text=True, env=full_env,
-                          timeout=timeout, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [*PYHALL, *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def as_json(result) -> dict:
@@ -92,8 +98,7 @@ def test_route_human_output_and_usage_error(hall: Path) -> None:
 
 
 def test_configuration_error_names_the_file(tmp_path: Path) -> None:
-    result = pyhall("route", "--hall", str(tmp_path), "--capability", "cap.hello.greet",
-                    "--json")
+    result = pyhall("route", "--hall", str(tmp_path), "--capability", "cap.hello.greet", "--json")
     assert result.returncode == 3
     data = as_json(result)
     assert data["details"]["file"].endswith("hall.yaml") and data["details"]["fix"]
@@ -118,7 +123,8 @@ def test_validate_reports_each_problem_with_file_and_fix(hall: Path, tmp_path: P
     broken = tmp_path / "broken"
     assert pyhall("init", str(broken)).returncode == 0
     (broken / "rules" / "demo.yaml").write_text(
-        "rules:\n  - rule_id: a\n    match: {capabilty_id: cap.x}\n")
+        "rules:\n  - rule_id: a\n    match: {capabilty_id: cap.x}\n"
+    )
     (broken / "workers" / "greeter" / "greeter.py").write_text("# tampered\n")
     result = pyhall("validate", "--hall", str(broken), "--json")
     assert result.returncode == 1
@@ -131,20 +137,49 @@ def test_validate_reports_each_problem_with_file_and_fix(hall: Path, tmp_path: P
 
 def test_validate_fixtures_and_goldens(tmp_path: Path) -> None:
     rules = tmp_path / "rules.json"
-    rules.write_text(json.dumps({"rules": [{
-        "rule_id": "r1", "match": {"capability_id": "cap.a.b"},
-        "decision": {"candidate_workers_ranked": [{"worker_species_id": "wrk.a.b"}]}}]}))
-    base = {"env": "dev", "data_label": "PUBLIC", "tenant_risk": "low", "qos_class": "P2",
-            "tenant_id": "t", "correlation_id": "c"}
+    rules.write_text(
+        json.dumps(
+            {
+                "rules": [
+                    {
+                        "rule_id": "r1",
+                        "match": {"capability_id": "cap.a.b"},
+                        "decision": {
+                            "candidate_workers_ranked": [{"worker_species_id": "wrk.a.b"}]
+                        },
+                    }
+                ]
+            }
+        )
+    )
+    base = {
+        "env": "dev",
+        "data_label": "PUBLIC",
+        "tenant_risk": "low",
+        "qos_class": "P2",
+        "tenant_id": "t",
+        "correlation_id": "c",
+    }
     tests = tmp_path / "tests.json"
-    tests.write_text(json.dumps({
-        "registry": {"controls_present": [], "workers_available": ["wrk.a.b"]},
-        "tests": [
-            {"test_id": "ok", "input": {**base, "capability_id": "cap.a.b"},
-             "expect": {"denied": False, "selected_worker_species_id": "wrk.a.b"}},
-            {"test_id": "no-rule", "input": {**base, "capability_id": "cap.z.z"},
-             "expect": {"denied": True, "deny_code": "DENY_NO_MATCHING_RULE"}},
-        ]}))
+    tests.write_text(
+        json.dumps(
+            {
+                "registry": {"controls_present": [], "workers_available": ["wrk.a.b"]},
+                "tests": [
+                    {
+                        "test_id": "ok",
+                        "input": {**base, "capability_id": "cap.a.b"},
+                        "expect": {"denied": False, "selected_worker_species_id": "wrk.a.b"},
+                    },
+                    {
+                        "test_id": "no-rule",
+                        "input": {**base, "capability_id": "cap.z.z"},
+                        "expect": {"denied": True, "deny_code": "DENY_NO_MATCHING_RULE"},
+                    },
+                ],
+            }
+        )
+    )
     first = pyhall("validate", str(rules), str(tests), "--update-goldens")
     assert first.returncode == 0, first.stdout
     assert (tmp_path / "tests.goldens.json").exists()
@@ -159,8 +194,13 @@ def test_validate_fixtures_and_goldens(tmp_path: Path) -> None:
 def test_status_json(hall: Path) -> None:
     data = as_json(pyhall("status", "--hall", str(hall), "--json"))
     workers = {w["tool"]: w for w in data["workers"]}
-    assert set(workers) == {"greet", "summarize_document", "hash_document", "read_file",
-                            "delete_file"}
+    assert set(workers) == {
+        "greet",
+        "summarize_document",
+        "hash_document",
+        "read_file",
+        "delete_file",
+    }
     assert all(w["attestation"] == "verified" for w in workers.values())
     assert data["policy_version"].startswith("sha256:")
     assert "receipts" in data["audit"]
@@ -169,21 +209,31 @@ def test_status_json(hall: Path) -> None:
 def test_conformance_full_then_lowered_with_reason(hall: Path) -> None:
     full = pyhall("conformance", "--hall", str(hall), "--json")
     assert as_json(full)["level"] == "WCP-Full", full.stdout
-    lowered = as_json(pyhall("conformance", "--hall", str(hall), "--json",
-                             env={"PYHALL_REQUIRE_WORKER_ATTESTATION": "false"}))
+    lowered = as_json(
+        pyhall(
+            "conformance",
+            "--hall",
+            str(hall),
+            "--json",
+            env={"PYHALL_REQUIRE_WORKER_ATTESTATION": "false"},
+        )
+    )
     assert lowered["level"] == "WCP-Standard"
     failed = {c["name"]: c["why"] for c in lowered["checks"] if not c["passed"]}
     assert failed == {"worker attestation": "floor require_worker_attestation is off"}
-    no_signatory = as_json(pyhall("conformance", "--hall", str(hall), "--json",
-                                  env={"PYHALL_REQUIRE_SIGNATORY": "false"}))
+    no_signatory = as_json(
+        pyhall(
+            "conformance", "--hall", str(hall), "--json", env={"PYHALL_REQUIRE_SIGNATORY": "false"}
+        )
+    )
     assert no_signatory["level"] == "WCP-Standard"
-    assert any(c["name"] == "signatory tenants" and not c["passed"]
-               for c in no_signatory["checks"])
+    assert any(c["name"] == "signatory tenants" and not c["passed"] for c in no_signatory["checks"])
 
 
 def test_scaffold_then_enroll(hall: Path, tmp_path: Path) -> None:
-    made = pyhall("scaffold", "shouter", "--capability", "cap.text.shout", "--out",
-                  str(tmp_path), "--json")
+    made = pyhall(
+        "scaffold", "shouter", "--capability", "cap.text.shout", "--out", str(tmp_path), "--json"
+    )
     assert made.returncode == 0
     assert "worker.yaml" in as_json(made)["files"]
     source = tmp_path / "shouter"
@@ -215,7 +265,8 @@ def test_search_and_explain(hall: Path) -> None:
     assert pyhall("search", "zzzz-nothing").returncode == 1
     explained = as_json(pyhall("explain", "cap.fs.read", "--hall", str(hall), "--json"))
     assert explained["enrolled_workers"] == [
-        {"worker_id": "org.demo.file-reader", "tool": "read_file"}]
+        {"worker_id": "org.demo.file-reader", "tool": "read_file"}
+    ]
     legacy = as_json(pyhall("explain", "ctrl.blast_radius_scoring", "--json"))
     assert legacy["entry"]["id"] == "ctrl.blast-radius-scoring"
     assert pyhall("explain", "cap.nope.nope").returncode == 1
@@ -250,3 +301,23 @@ def test_demo_shows_every_outcome(hall: Path) -> None:
     outcomes = [s["outcome"] for s in data["steps"]]
     assert {"allowed", "denied", "held"} <= set(outcomes)
     assert data["steps"][-1]["title"] == "audit verify" and data["steps"][-1]["as_expected"]
+
+
+def test_status_lists_pending_approvals(tmp_path: Path) -> None:
+    hall = tmp_path / "hall"
+    assert pyhall("init", str(hall)).returncode == 0
+    held = pyhall(
+        "call",
+        "delete_file",
+        "--args",
+        '{"path": "notes/meeting.txt"}',
+        "--hall",
+        str(hall),
+        "--json",
+    )
+    assert held.returncode == 1
+    approval = as_json(held)["structuredContent"]["pending_approval_id"]
+    pending = as_json(pyhall("status", "--hall", str(hall), "--json"))["pending_approvals"]
+    assert [(p["approval_id"], p["status"], p["tool"]) for p in pending] == [
+        (approval, "pending", "delete_file")
+    ]

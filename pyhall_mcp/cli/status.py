@@ -89,12 +89,24 @@ def _audit(hall: Any) -> dict[str, Any]:
         return {"error": str(exc), "path": str(path)}
 
 
-def _pending(hall: Any) -> list[dict[str, Any]] | None:
+def _pending(hall: Any) -> list[dict[str, Any]]:
+    """Held calls still waiting for (or holding) a person's decision."""
+    from ..approvals import ApprovalStore
+
+    if not hall.layout.approvals_db.exists():
+        return []
+    store = ApprovalStore.open(hall.layout.approvals_db)
     try:
-        from ..approvals import pending_for_status
-    except ImportError:
-        return None
-    return pending_for_status(hall.layout)
+        now = store.now_us()
+        return [
+            {
+                k: a.as_dict(now)[k]
+                for k in ("approval_id", "status", "tool", "tenant_id", "expires_at")
+            }
+            for a in store.list(("pending", "approved"))
+        ]
+    finally:
+        store.close()
 
 
 def _render(data: dict[str, Any]) -> str:
@@ -123,8 +135,10 @@ def _render(data: dict[str, Any]) -> str:
         + (f" ({audit['error']})" if "error" in audit else "")
     )
     pending = data["pending_approvals"]
-    if pending is not None:
-        lines.append(f"pending approvals: {len(pending)}")
-        for item in pending:
-            lines.append(f"  {item}")
+    lines.append(f"pending approvals: {len(pending)}")
+    for item in pending:
+        lines.append(
+            f"  {item['approval_id']}  {item['status']}  {item['tool']} for "
+            f"{item['tenant_id']}, expires {item['expires_at']}"
+        )
     return "\n".join(lines)
