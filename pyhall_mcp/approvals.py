@@ -1007,6 +1007,7 @@ def _gov(
         "tenant_id": hall.settings.tenant_id,
         "denied": True,
         "deny_code": code,
+        "deny_message": message,
         "deny_reason_if_denied": reason,
         "supervisor_required": False,
         **receipt,

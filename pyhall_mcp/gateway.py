@@ -233,8 +233,8 @@ def _denial_summary(outcome: CallOutcome) -> dict[str, Any]:
     gov = outcome.governance
     summary = {
         "denied": outcome.status != "dry_run",
-        "deny_code": gov.get("deny_code") or (gov.get("deny_reason_if_denied") or {}).get("code"),
-        "deny_message": (gov.get("deny_reason_if_denied") or {}).get("message"),
+        "deny_code": gov.get("deny_code"),
+        "deny_message": gov.get("deny_message"),
         "decision_id": gov.get("decision_id"),
         "correlation_id": gov.get("correlation_id"),
         "matched_rule_id": gov.get("matched_rule_id"),

@@ -473,11 +473,13 @@ class Hall:
             raise
         except Exception:
             _log_exception("call")
+            message = "The hall failed while handling this call; nothing was run."
             gov = {
                 "tool": telemetry.sanitize_id(tool[:128]),
                 "correlation_id": correlation_id,
                 "denied": True,
                 "deny_code": "DENY_INTERNAL_ERROR",
+                "deny_message": message,
             }
             with anyio.CancelScope(shield=True):
                 gov.update(
@@ -492,12 +494,7 @@ class Hall:
                         }
                     )
                 )
-            return CallOutcome(
-                "internal_error",
-                tool,
-                "The hall failed while handling this call; nothing was run.",
-                gov,
-            )
+            return CallOutcome("internal_error", tool, message, gov)
 
     async def _call(
         self,
@@ -516,6 +513,7 @@ class Hall:
                 "correlation_id": correlation_id,
                 "denied": True,
                 "deny_code": "DENY_UNKNOWN_TOOL",
+                "deny_message": f"Unknown tool: {name}",
             }
             gov.update(
                 await self._receipt(
@@ -541,6 +539,7 @@ class Hall:
                 "correlation_id": correlation_id,
                 "denied": True,
                 "deny_code": "DENY_INVALID_ARGUMENTS",
+                "deny_message": "The arguments do not match the tool's input schema.",
                 "errors": errors,
             }
             gov.update(
@@ -605,6 +604,9 @@ class Hall:
         decision.receipt_hash = receipt.get("receipt_hash")
         gov = {
             **decision.model_dump(mode="json", exclude={"telemetry_envelopes"}),
+            # Every governance record names its deny code at the top, however it arose.
+            "deny_code": decision.deny_code,
+            "deny_message": decision.deny_message,
             "tool": tool,
             "worker_id": record.worker_id,
             **receipt,

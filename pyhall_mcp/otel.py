@@ -77,9 +77,7 @@ def annotate_current_span(status: str, governance: Mapping[str, Any]) -> None:
     if not span.is_recording():
         return
     span.set_attribute("pyhall.outcome", status)
-    code = governance.get("deny_code") or (governance.get("deny_reason_if_denied") or {}).get(
-        "code"
-    )
+    code = governance.get("deny_code")
     if code:
         span.set_attribute("pyhall.deny.code", code)
     for key, name in _ATTRIBUTES.items():

@@ -548,6 +548,8 @@ async def _check_jsonrpc_denials(s: Session) -> None:
     error = denied.value.error
     assert error.code == DENIED_CODE == -31001
     assert error.data["deny_reason_if_denied"]["code"] == "DENY_POLICY_GATE"
+    assert error.data["deny_code"] == "DENY_POLICY_GATE"  # one place for every record
+    assert error.data["deny_message"] == error.data["deny_reason_if_denied"]["message"]
     assert error.data["correlation_id"] == "corr-rpc"
     uuid.UUID(error.data["decision_id"])
     assert _is_hash(error.data["receipt_hash"])
