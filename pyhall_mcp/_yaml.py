@@ -22,8 +22,8 @@ MAX_DOCUMENT_BYTES = 1 << 20  # 1 MiB: far above any real rule or record file
 
 
 # libyaml parses about eight times faster than pure Python; both are strict here.
-_Base: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader) if yaml.__with_libyaml__ else (
-    yaml.SafeLoader
+_Base: Any = (
+    getattr(yaml, "CSafeLoader", yaml.SafeLoader) if yaml.__with_libyaml__ else (yaml.SafeLoader)
 )
 
 

@@ -13,6 +13,7 @@ import re
 import sys
 import unicodedata
 from collections.abc import Callable, Iterable, Mapping
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
@@ -200,7 +201,7 @@ class WorkerRecord(BaseModel):
             raise ValueError("a worker with a runner must declare its `tool`")
         return self
 
-    @property
+    @cached_property  # frozen model: computed once per record
     def controls(self) -> frozenset[str]:
         return frozenset(canonical_control(c) for c in self.currently_implements)
 

@@ -91,41 +91,30 @@ _match_values = operator.itemgetter(*MATCH_FIELDS)
 
 
 class _Call:
-    """Everything one decision knows, filled in stage by stage."""
+    """Everything one decision knows, filled in stage by stage.
 
-    __slots__ = (
-        "attestation_checked",
-        "attestation_valid",
-        "blast_passed",
-        "blast_score",
-        "candidates",
-        "chain_blast",
-        "config",
-        "corr",
-        "decision",
-        "decision_id",
-        "escalation",
-        "events",
-        "gate_reason",
-        "human_approved",
-        "ids",
-        "inp",
-        "missing",
-        "pinned",
-        "policy_version",
-        "preconditions",
-        "privilege_ok",
-        "registry",
-        "required",
-        "rule_id",
-        "rules",
-        "selected",
-        "supervisor_level",
-        "task_id",
-        "timestamp",
-        "tool",
-        "when",
-    )
+    Defaults live on the class, so a call only pays for what its stages set.
+    """
+
+    rule_id = "PRE_ROUTING"
+    decision: RuleDecision | None = None
+    required: frozenset[str] = frozenset()
+    escalation = _NO_ESCALATION
+    preconditions = _NO_PRECONDITIONS
+    selected: WorkerRecord | str | None = None
+    missing: Sequence[str] = ()
+    blast_score: int | None = None
+    blast_passed: bool | None = None
+    policy_version: str | None = None
+    gate_reason = "no_gate_required"
+    privilege_ok: bool | None = None
+    attestation_checked = False
+    attestation_valid: bool | None = None
+    supervisor_level: str | None = None
+    chain_blast = 0
+    human_approved = False
+    task_id = "task_default"
+    tool: str | None = None
 
     def __init__(self, inp: RouteInput, rules: RuleSet, config: HallConfig, when: datetime) -> None:
         self.inp = inp
@@ -134,30 +123,16 @@ class _Call:
         self.when = when
         self.timestamp = when.isoformat(timespec="microseconds").replace("+00:00", "Z")
         self.decision_id = _uuid4()
-        # Ids from the caller, cleaned of control characters once for every event. Ids
-        # from configuration (rules, records) are refused at load if not printable.
-        self.corr = evt.sanitize_id(inp.correlation_id)
-        self.ids = {
+        # What every event of this decision starts with. Ids from the caller are
+        # cleaned of control characters once, here; ids from configuration (rules,
+        # records) are refused at load if not printable.
+        self.base = {
+            "timestamp": self.timestamp,
+            "correlation_id": evt.sanitize_id(inp.correlation_id),
             "tenant_id": evt.sanitize_id(inp.tenant_id),
             "capability_id": evt.sanitize_id(inp.capability_id),
         }
-        self.rule_id = "PRE_ROUTING"
-        self.decision: RuleDecision | None = None
-        self.required: frozenset[str] = frozenset()
-        self.escalation = _NO_ESCALATION
-        self.preconditions = _NO_PRECONDITIONS
         self.candidates: list[CandidateWorker] = []
-        self.selected: WorkerRecord | str | None = None
-        self.missing: list[str] = []
-        self.blast_score: int | None = None
-        self.chain_blast = 0
-        self.blast_passed: bool | None = None
-        self.policy_version: str | None = None
-        self.gate_reason = "no_gate_required"
-        self.privilege_ok: bool | None = None
-        self.attestation_checked = False
-        self.attestation_valid: bool | None = None
-        self.supervisor_level: str | None = None
         self.events: list[dict[str, Any]] = []
 
     @property
@@ -317,15 +292,15 @@ def _resolve_candidates(call: _Call, view: _View) -> None:
         call.candidates.append(
             _construct(
                 CandidateWorker,
-                dict(
-                    worker_species_id=spec.worker_species_id,
-                    score_hint=spec.score_hint,
-                    requires_controls_minimum=list(spec.requires_controls_minimum)
+                {
+                    "worker_species_id": spec.worker_species_id,
+                    "score_hint": spec.score_hint,
+                    "requires_controls_minimum": list(spec.requires_controls_minimum)
                     if spec.requires_controls_minimum is not None
                     else None,
-                    skip_reason=reason,
-                    worker_id=found.worker_id if isinstance(found, WorkerRecord) else None,
-                ),
+                    "skip_reason": reason,
+                    "worker_id": found.worker_id if isinstance(found, WorkerRecord) else None,
+                },
             )
         )
     if first_missing and enforce and (view.registry is None or call.selected is None):
@@ -347,28 +322,31 @@ def _hold(call: _Call, code: str, message: str, **details: Any) -> _Deny:
 
 
 def _check_blast(call: _Call) -> None:
+    """Score every routed call; gate where spec section 8 puts a gate.
+
+    The score is evidence in every env: every routed decision and its receipt say
+    how large the call was, and chains add up the same way everywhere. The gate
+    holds prod/edge calls at the threshold when the hall enforces it or the rule
+    requires blast scoring, and any call over its rule's ``max_blast_score``.
+    """
     inp, config, decision = call.inp, call.config, call.decision
     assert decision is not None
-    in_prod = inp.env in _PROD
-    if not (
-        BLAST_CONTROL in call.required
-        or (in_prod and config.enforce_blast_scoring_in_prod)
-        or decision.max_blast_score is not None
-    ):
-        return
     worker = call.selected if isinstance(call.selected, WorkerRecord) else None
     own = max(
         blast_heuristic(inp),
-        worker_blast_score(inp.blast_radius),
+        worker_blast_score(inp.blast_radius) if inp.blast_radius else 0,
         worker.blast_radius.score() if worker is not None and worker.blast_radius else 0,
         inp.blast_score or 0,
     )
     # Blast adds up along a chain of calls sharing a correlation id (spec section 8).
     score = min(100, own + call.chain_blast)
     call.blast_score = score
-    over = (in_prod and score >= config.blast_gate_threshold) or (
-        decision.max_blast_score is not None and score > decision.max_blast_score
-    )
+    ceiling = decision.max_blast_score
+    over = (
+        inp.env in _PROD
+        and (config.enforce_blast_scoring_in_prod or BLAST_CONTROL in call.required)
+        and score >= config.blast_gate_threshold
+    ) or (ceiling is not None and score > ceiling)
     call.blast_passed = not over or call.human_approved
     if over and not call.human_approved:
         raise _hold(
@@ -566,9 +544,12 @@ def _artifact_hash(inp: RouteInput) -> str:
     fields = inp.__dict__
     # The model fixed every top-level type; only the free-form parts need a look.
     score = fields["blast_score"]
-    plain = (score is None or -(2**53) < score < 2**53) and all(
-        fields[k] is None or is_plain_json(fields[k])
-        for k in ("request", "blast_radius", "privilege_context")
+    radius, context = fields["blast_radius"], fields["privilege_context"]
+    plain = (
+        (score is None or -(2**53) < score < 2**53)
+        and is_plain_json(fields["request"])
+        and (radius is None or is_plain_json(radius))
+        and (context is None or is_plain_json(context))
     )
     try:
         return hashlib.sha256(sorted_json(fields) if plain else canonical_json(fields)).hexdigest()
@@ -600,43 +581,43 @@ def _decision(
     inp = call.inp
     return _construct(
         RouteDecision,
-        dict(
-            decision_id=call.decision_id,
-            timestamp=call.timestamp,
-            correlation_id=inp.correlation_id,
-            tenant_id=inp.tenant_id,
-            capability_id=inp.capability_id,
-            matched_rule_id=call.rule_id,
-            env=inp.env,
-            data_label=inp.data_label,
-            tenant_risk=inp.tenant_risk,
-            qos_class=inp.qos_class,
-            denied=denied,
-            deny_reason_if_denied=reason,
-            selected_worker_species_id=None if denied else call.species,
-            selected_worker_id=None if denied else call.worker_id,
-            candidate_workers_ranked=call.candidates,
-            required_controls_effective=sorted(call.required),
-            recommended_profiles_effective=list(call.decision.recommended_profiles)
+        {
+            "decision_id": call.decision_id,
+            "timestamp": call.timestamp,
+            "correlation_id": inp.correlation_id,
+            "tenant_id": inp.tenant_id,
+            "capability_id": inp.capability_id,
+            "matched_rule_id": call.rule_id,
+            "env": inp.env,
+            "data_label": inp.data_label,
+            "tenant_risk": inp.tenant_risk,
+            "qos_class": inp.qos_class,
+            "denied": denied,
+            "deny_reason_if_denied": reason,
+            "selected_worker_species_id": None if denied else call.species,
+            "selected_worker_id": None if denied else call.worker_id,
+            "candidate_workers_ranked": call.candidates,
+            "required_controls_effective": sorted(call.required),
+            "recommended_profiles_effective": list(call.decision.recommended_profiles)
             if call.decision is not None
             else [],
-            escalation_effective=call.escalation,
-            preconditions_checked=call.preconditions,
-            artifact_hash=_artifact_hash(inp),
-            worker_attestation_checked=call.attestation_checked,
-            worker_attestation_valid=call.attestation_valid,
-            dry_run=inp.dry_run,
-            telemetry_envelopes=call.events,
-            blast_score=call.blast_score,
-            blast_gate_passed=call.blast_passed,
-            privilege_envelope_ok=call.privilege_ok,
-            supervisor_required=pending is not None,
-            supervisor_level=call.supervisor_level,
-            pending_approval_id=pending[0] if pending else None,
-            approval_expires_at=pending[1] if pending else None,
-            policy_version=call.policy_version,
-            receipt_hash=None,
-        ),
+            "escalation_effective": call.escalation,
+            "preconditions_checked": call.preconditions,
+            "artifact_hash": _artifact_hash(inp),
+            "worker_attestation_checked": call.attestation_checked,
+            "worker_attestation_valid": call.attestation_valid,
+            "dry_run": inp.dry_run,
+            "telemetry_envelopes": call.events,
+            "blast_score": call.blast_score,
+            "blast_gate_passed": call.blast_passed,
+            "privilege_envelope_ok": call.privilege_ok,
+            "supervisor_required": pending is not None,
+            "supervisor_level": call.supervisor_level,
+            "pending_approval_id": pending[0] if pending else None,
+            "approval_expires_at": pending[1] if pending else None,
+            "policy_version": call.policy_version,
+            "receipt_hash": None,
+        },
     )
 
 
@@ -655,28 +636,24 @@ def _deny(call: _Call, denial: _Deny) -> RouteDecision:
         _event(
             call,
             evt.TASK_DENIED,
-            matched_rule_id=call.rule_id,
-            deny_code=denial.code,
-            deny_message=evt.sanitize_id(denial.message),
-            policy_version=call.policy_version,
-            worker_species_id=call.species,
-            worker_id=call.worker_id,
+            {
+                "matched_rule_id": call.rule_id,
+                "deny_code": denial.code,
+                "deny_message": evt.sanitize_id(denial.message),
+                "policy_version": call.policy_version,
+                "worker_species_id": call.species,
+                "worker_id": call.worker_id,
+            },
         )
     ]
     return _decision(call, denied=True, reason=reason, pending=pending)
 
 
-def _event(call: _Call, event_id: str, **fields: Any) -> dict[str, Any]:
+def _event(call: _Call, event_id: str, fields: dict[str, Any]) -> dict[str, Any]:
     """An event of this decision. Every value is already clean: the caller's ids were
     cleaned in ``_Call``, the gate's words in ``_check_policy``, denials in ``_deny``;
     configuration ids cannot hold control characters (refused at load)."""
-    event = {
-        "event_id": event_id,
-        "timestamp": call.timestamp,
-        "correlation_id": call.corr,
-        **call.ids,
-        **fields,
-    }
+    event = {"event_id": event_id, **call.base, **fields}
     if call.inp.dry_run:
         event["dry_run"] = True
     return event
@@ -686,19 +663,21 @@ def _allow(call: _Call) -> RouteDecision:
     """The events of an allowed decision, in the order of spec section 9, and the decision."""
     inp = call.inp
     rule, version = call.rule_id, call.policy_version
-    worker = {"worker_species_id": call.species, "worker_id": call.worker_id}
+    species, worker_id = call.species, call.worker_id
     events = call.events
     if call.blast_score is not None:
         events.append(
             _event(
                 call,
                 evt.BLAST_SCORED,
-                env=inp.env,
-                data_label=inp.data_label,
-                matched_rule_id=rule,
-                policy_version=version,
-                blast_score=call.blast_score,
-                decision="ALLOW",
+                {
+                    "env": inp.env,
+                    "data_label": inp.data_label,
+                    "matched_rule_id": rule,
+                    "policy_version": version,
+                    "blast_score": call.blast_score,
+                    "decision": "ALLOW",
+                },
             )
         )
     if call.privilege_ok is not None:
@@ -706,12 +685,15 @@ def _allow(call: _Call) -> RouteDecision:
             _event(
                 call,
                 evt.PRIVILEGE_ENVELOPE_CHECKED,
-                env=inp.env,
-                data_label=inp.data_label,
-                matched_rule_id=rule,
-                policy_version=version,
-                **worker,
-                decision="ALLOW",
+                {
+                    "env": inp.env,
+                    "data_label": inp.data_label,
+                    "matched_rule_id": rule,
+                    "policy_version": version,
+                    "worker_species_id": species,
+                    "worker_id": worker_id,
+                    "decision": "ALLOW",
+                },
             )
         )
     if not call.attestation_checked and inp.env in _PROD:
@@ -719,42 +701,51 @@ def _allow(call: _Call) -> RouteDecision:
             _event(
                 call,
                 evt.ATTESTATION_SKIPPED,
-                env=inp.env,
-                **worker,
-                reason="require_worker_attestation is off",
-                severity="warn",
+                {
+                    "env": inp.env,
+                    "worker_species_id": species,
+                    "worker_id": worker_id,
+                    "reason": "require_worker_attestation is off",
+                    "severity": "warn",
+                },
             )
         )
     events.append(
         _event(
             call,
             evt.TASK_ROUTED,
-            task_id=call.task_id,
-            matched_rule_id=rule,
-            selected_worker_species_id=call.species,
-            worker_id=call.worker_id,
-            policy_version=version,
-            qos_class=inp.qos_class,
+            {
+                "task_id": call.task_id,
+                "matched_rule_id": rule,
+                "selected_worker_species_id": species,
+                "worker_id": worker_id,
+                "policy_version": version,
+                "qos_class": inp.qos_class,
+            },
         )
     )
     events.append(
         _event(
             call,
             evt.WORKER_SELECTED,
-            matched_rule_id=rule,
-            selected_worker_species_id=call.species,
-            worker_id=call.worker_id,
-            reason="first_available_candidate",
+            {
+                "matched_rule_id": rule,
+                "selected_worker_species_id": species,
+                "worker_id": worker_id,
+                "reason": "first_available_candidate",
+            },
         )
     )
     events.append(
         _event(
             call,
             evt.POLICY_GATED,
-            matched_rule_id=rule,
-            decision="ALLOW",
-            policy_version=version,
-            reason=call.gate_reason,
+            {
+                "matched_rule_id": rule,
+                "decision": "ALLOW",
+                "policy_version": version,
+                "reason": call.gate_reason,
+            },
         )
     )
     return _decision(call, denied=False, reason=None)
@@ -841,10 +832,15 @@ def make_decision(
                 _Deny("DENY_INTERNAL_ERROR", "The rule set is invalid; the hall fails closed."),
             )
         call = _Call(inp, rule_set, hall_config or _DEFAULT_CONFIG, when)
-        call.task_id = evt.sanitize_id(task_id)
-        call.tool = tool
-        call.human_approved = human_approved
-        call.chain_blast = max(0, min(100, int(chain_blast)))
+        # Only what differs from the class defaults is set (the common call sets none).
+        if task_id != _Call.task_id:
+            call.task_id = evt.sanitize_id(task_id)
+        if tool is not None:
+            call.tool = tool
+        if human_approved:
+            call.human_approved = True
+        if chain_blast:
+            call.chain_blast = max(0, min(100, int(chain_blast)))
         view = _View(
             registry, registry_controls_present, registry_worker_available, pinned_worker_id
         )

@@ -13,6 +13,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, get_args
 
@@ -89,7 +90,7 @@ class RuleDecision(BaseModel):
                 raise ValueError(f"control ids start with 'ctrl.', got {control!r}")
         return value
 
-    @property
+    @cached_property  # frozen model: computed once per rule
     def required_controls(self) -> frozenset[str]:
         return frozenset(canonical_control(c) for c in self.required_controls_suggested)
 

@@ -192,7 +192,8 @@ def test_minimal_dev_call_is_allowed() -> None:
     assert decision.matched_rule_id == "rr-summarize"
     assert decision.required_controls_effective == [AUDIT]
     assert decision.candidate_workers_ranked[0].worker_id == WORKER
-    assert decision.blast_score is None  # dev, no blast control, no max: not scored
+    # Scored in every env; in dev no gate holds it (no blast control, no max).
+    assert decision.blast_score == 10 and decision.blast_gate_passed is True
     assert decision.policy_version is None and decision.supervisor_required is False
 
 
@@ -514,6 +515,21 @@ def test_approved_high_blast_call_passes() -> None:
     decision = _allowed(s.run())
     assert decision.blast_score == 90 and decision.blast_gate_passed is True
     assert decision.pending_approval_id is None and decision.supervisor_required is False
+
+
+def test_blast_is_scored_everywhere_but_gated_only_where_the_spec_gates() -> None:
+    s = _high_blast(Scenario())
+    s.inp["env"] = "dev"  # 90 - 15 (not prod) = 75, and in dev no threshold applies
+    s.inp["blast_score"] = 99
+    decision = _allowed(s.run())
+    assert decision.blast_score == 99 and decision.blast_gate_passed is True
+    s = _high_blast(Scenario())
+    s.config["enforce_blast_scoring_in_prod"] = False  # prod without the floor: no gate
+    decision = _allowed(s.run())
+    assert decision.blast_score == 90 and decision.blast_gate_passed is True
+    s.rules = [_rule(required_controls_suggested=[AUDIT, "ctrl.blast_radius_scoring"])]
+    s.records = [_record(currently_implements=[AUDIT, "ctrl.blast_radius_scoring"])]
+    _held(s.run(), "DENY_REQUIRES_HUMAN")  # the rule asks for blast scoring: gated again
 
 
 def test_blast_gate_threshold_is_inclusive_and_callers_can_only_raise() -> None:

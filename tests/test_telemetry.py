@@ -102,21 +102,22 @@ SKIPPED = "evt.os.worker.attestation_skipped"
 @pytest.mark.parametrize(
     ("env", "kwargs", "expected"),
     [
-        ("dev", {}, MANDATORY),
-        ("stage", {}, MANDATORY),
+        # Every routed call is scored (the score is evidence in every env).
+        ("dev", {}, [BLAST, *MANDATORY]),
+        ("stage", {}, [BLAST, *MANDATORY]),
         ("dev", {"rules": _rules(max_blast_score=50)}, [BLAST, *MANDATORY]),
         (
             "dev",
             {"rules": _rules(required_controls_suggested=[AUDIT, "ctrl.blast_radius_scoring"])},
             [BLAST, *MANDATORY],
         ),
-        ("dev", {"config": {"enforce_privilege_envelopes": True}}, [PRIVILEGE, *MANDATORY]),
+        ("dev", {"config": {"enforce_privilege_envelopes": True}}, [BLAST, PRIVILEGE, *MANDATORY]),
         ("prod", {}, [BLAST, SKIPPED, *MANDATORY]),
         ("edge", {}, [BLAST, SKIPPED, *MANDATORY]),
         (
             "prod",
             {"config": {"enforce_blast_scoring_in_prod": False}},
-            [SKIPPED, *MANDATORY],
+            [BLAST, SKIPPED, *MANDATORY],
         ),
         (
             "prod",
@@ -284,8 +285,8 @@ def test_write_events_writes_json_lines_to_stderr_never_stdout(
     out = capsys.readouterr()
     assert out.out == ""
     lines = out.err.splitlines()
-    assert len(lines) == 3
-    assert [json.loads(line)["event_id"] for line in lines] == MANDATORY
+    assert len(lines) == 4
+    assert [json.loads(line)["event_id"] for line in lines] == [BLAST, *MANDATORY]
     assert all(line.isascii() for line in lines)  # U+2028 cannot split a log line
     stream = io.StringIO()
     evt.write_events(decision.telemetry_envelopes[:1], stream)
@@ -310,7 +311,8 @@ def test_conformance_reports_missing_events_and_dimensions() -> None:
         f"missing_required_event:{e}" for e in MANDATORY
     ]
     events = [dict(e) for e in _decide().telemetry_envelopes]
-    events[0]["qos_class"] = None
+    assert events[1]["event_id"] == "evt.os.task.routed"
+    events[1]["qos_class"] = None
     assert validate_required_telemetry(events, spec) == [
         "event_missing_dimensions:evt.os.task.routed"
     ]
