@@ -30,11 +30,11 @@ Failures raise ``AttestationError`` with the spec's codes only:
 No message ever contains a digest or a key id.
 
 Hot path: ``PackageMonitor`` answers "what is this package's digest now?" from
-a stat fingerprint of the tree (no file reads) and re-hashes only when the
-fingerprint changed. Execution: ``snapshot_package`` copies a verified package
-to a read-only, content-addressed directory and re-checks the copy, so a
-subprocess worker runs exactly the bytes that were verified, whatever happens
-to ``workers/<name>/`` after the check.
+the stat data of the package's entries (one ``lstat`` each, no listing, no
+file reads) and re-hashes only when they changed. Execution:
+``snapshot_package`` copies a verified package to a read-only, content-addressed
+directory and re-checks the copy, so a subprocess worker runs exactly the bytes
+that were verified, whatever happens to ``workers/<name>/`` after the check.
 """
 
 from __future__ import annotations
@@ -627,25 +627,37 @@ def load_deny_list(path: str | Path) -> frozenset[str]:
 # -- hot path: stat fingerprint ------------------------------------------------
 
 
+def _stat_row(st: os.stat_result) -> tuple[int, int, int, int, int]:
+    return (st.st_mode, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
 def _fingerprint(root: str) -> Fingerprint:
     """Stat-only picture of the tree: (entries, newest change time). No file reads.
 
     ctime is included because ``os.utime`` can put an mtime back but nothing
-    short of changing the clock puts a ctime back.
+    short of changing the clock puts a ctime back. Directories are entries too
+    (the root first): adding, removing or renaming an entry changes its
+    directory's times, which lets ``PackageMonitor`` re-check a tree without
+    listing it.
     """
-    top = os.lstat(root)
-    rows: list[tuple[Any, ...]] = [("", top.st_mode, top.st_ino)]
-    newest = 0
+    top = _stat_row(os.lstat(root))
+    rows: list[tuple[Any, ...]] = [("", *top)]
+    newest = max(top[3], top[4])
     for rel, entry in _walk(root):
-        st = entry.stat(follow_symlinks=False)
-        rows.append((rel, st.st_mode, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
-        newest = max(newest, st.st_mtime_ns, st.st_ctime_ns)
+        row = _stat_row(entry.stat(follow_symlinks=False))
+        rows.append((rel, *row))
+        newest = max(newest, row[3], row[4])
     rows.sort()
     return tuple(rows), newest
 
 
 class PackageMonitor:
     """The current digest of a verified package, re-hashing only when it changed.
+
+    The check on the hot path is one ``lstat`` per entry of the last fingerprint
+    (files and directories; no listing, no reads): an edited, replaced or removed
+    file changes its own stat data, an added or renamed one its directory's. Any
+    difference means a full fingerprint and re-hash.
 
     Like git's "racily clean" entries, a fingerprint taken within
     ``racy_window_ns`` of the tree's newest change time is not trusted: a write
@@ -666,29 +678,33 @@ class PackageMonitor:
         self.racy_window_ns = racy_window_ns
         # One tuple, replaced whole: readers on other threads see a consistent pair.
         # Without a fingerprint from before the verifying hash, the first call re-hashes.
-        self._state: tuple[Fingerprint | None, str] = (
-            self._trusted(fingerprint, time.time_ns()),
-            digest,
-        )
+        self._state = (self._checks(fingerprint, time.time_ns()), digest)
 
-    def _trusted(self, fingerprint: Fingerprint | None, taken_ns: int) -> Fingerprint | None:
+    def _checks(
+        self, fingerprint: Fingerprint | None, taken_ns: int
+    ) -> tuple[tuple[str, tuple[Any, ...]], ...] | None:
+        """(path, stat row) to re-check, or None when the fingerprint is not trusted."""
         if fingerprint is None or fingerprint[1] >= taken_ns - self.racy_window_ns:
             return None
-        return fingerprint
+        join = os.path.join
+        return tuple(
+            (join(self._where, row[0]) if row[0] else self._where, row[1:])
+            for row in fingerprint[0]
+        )
 
     def current_digest(self) -> str | None:
         """The package digest now, or None when the package cannot be read or hashed."""
-        known, digest = self._state
+        checks, digest = self._state
         try:
+            if checks is not None and all(_stat_row(os.lstat(path)) == row for path, row in checks):
+                return digest
             taken = time.time_ns()
             fingerprint = _fingerprint(self._where)
-            if known is not None and fingerprint == known:
-                return digest
             digest = package_digest(self.path)
         except (OSError, AttestationError):
             self._state = (None, digest)
             return None
-        self._state = (self._trusted(fingerprint, taken), digest)
+        self._state = (self._checks(fingerprint, taken), digest)
         return digest
 
 

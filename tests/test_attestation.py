@@ -473,6 +473,40 @@ def test_monitor_detects_a_change(worker: Path, keyring: Keyring, hash_calls: li
     assert len(hash_calls) == 1
 
 
+def test_monitor_checks_a_settled_package_without_listing_it(
+    worker: Path, keyring: Keyring, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monitor = _settled_monitor(worker, keyring)
+    expected = package_digest(worker)
+
+    def no_listing(path: Any) -> Any:
+        raise AssertionError("the hot path listed a directory")
+
+    monkeypatch.setattr(os, "scandir", no_listing)
+    assert monitor.current_digest() == expected
+
+
+@pytest.mark.parametrize("change", ["add", "remove", "rename"])
+def test_monitor_sees_entries_come_and_go_in_a_subdirectory(
+    tmp_path: Path, key: SigningKey, keyring: Keyring, change: str
+) -> None:
+    folder = make_worker(tmp_path / "workers")
+    (folder / "lib").mkdir()
+    (folder / "lib" / "helpers.py").write_text("X = 1\n")
+    sign_package(folder, key)
+    monitor = _settled_monitor(folder, keyring)
+    verified = monitor.current_digest()
+    time.sleep(0.03)  # past the file system's timestamp tick
+    if change == "add":
+        (folder / "lib" / "extra.py").write_text("")
+    elif change == "remove":
+        (folder / "lib" / "helpers.py").unlink()
+    else:
+        (folder / "lib" / "helpers.py").rename(folder / "lib" / "other.py")
+    changed = monitor.current_digest()
+    assert changed == package_digest(folder) and changed != verified
+
+
 def test_monitor_reports_an_unhashable_package(
     tmp_path: Path, worker: Path, keyring: Keyring
 ) -> None:
