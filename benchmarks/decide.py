@@ -7,8 +7,10 @@ Rules match distinct capabilities, so none shadows another (prod would deny) and
 matching rule's position is chosen by the requested capability. Every decision is
 allowed: the registry holds a worker of the candidate species implementing the required
 control. The input is built once per case (a ``RouteInput``); the call is the gateway's
-(``registry=``: per-worker controls, environments, blast radius). In prod the blast gate
-runs and the attestation-skipped event is added, as the spec requires.
+(``registry=``: per-worker controls, environments, blast radius). Every env scores blast;
+prod also runs the blast gate and, with the default floors, adds the spec's
+``attestation_skipped`` warning. A second set of cases (10 and 10,000 rules) requires
+worker attestation, as a WCP-Full hall does: there dev and prod do the same work.
 
 Baseline measured in the same run: the reference package ``pyhall-wcp`` 0.2.2, when it is
 importable, with its own calling convention. It rescans every rule pair for shadowing on
@@ -39,7 +41,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pyhall_mcp.models import RouteInput
+from pyhall_mcp.models import HallConfig, RouteInput
 from pyhall_mcp.registry import Registry
 from pyhall_mcp.router import make_decision
 from pyhall_mcp.rules import RuleSet, load_rules_from_dict
@@ -95,13 +97,13 @@ def _fields(n: int, position: str, env: str) -> dict[str, Any]:
     }
 
 
-def _measure_all(calls: dict[Key, Callable[[], Any]], run_time: float) -> dict[Key, list[float]]:
+def _measure_all(calls: dict[Any, Callable[[], Any]], run_time: float) -> dict[Any, list[float]]:
     """Decisions/s of each call in each of RUNS runs.
 
     Runs go round-robin over the calls, so a burst of load from another process lands
     on several cases instead of skewing one of them.
     """
-    rates: dict[Key, list[float]] = {key: [] for key in calls}
+    rates: dict[Any, list[float]] = {key: [] for key in calls}
     for _ in range(RUNS):
         for key, call in calls.items():
             gc.collect()
@@ -137,24 +139,37 @@ def _load() -> str:
         return "n/a"
 
 
-def _ours(run_time: float) -> dict[Key, list[float]]:
+def _ours(run_time: float) -> tuple[dict[Key, list[float]], dict[Key, list[float]]]:
+    """Rates of every case with the default floors, and of the attested cases.
+
+    Attested: the hall requires worker attestation (a WCP-Full floor) and the worker's
+    digest is registered, so prod checks it instead of adding the spec's
+    ``attestation_skipped`` warning; dev checks it too. Only 10 and 10,000 rules.
+    """
     registry = Registry()
     registry.enroll(_record())
-    calls: dict[Key, Callable[[], Any]] = {}
+    digest = "ab" * 32
+    registry.set_attestation("org.bench.worker", digest, lambda: digest)
+    attested = HallConfig(require_worker_attestation=True)
+    calls: dict[tuple[Key, bool], Callable[[], Any]] = {}
     for n in SIZES:
         rules = load_rules_from_dict(_rule_doc(n))
         assert isinstance(rules, RuleSet) and rules.shadowed == ()
         for env in ENVS:
             for position in POSITIONS:
-                inp = RouteInput(**_fields(n, position, env))
-                probe = make_decision(inp, rules, registry=registry)
-                assert not probe.denied, probe.deny_reason_if_denied
-                want = f"rr-bench-{0 if position == 'first' else n - 1:05d}"
-                assert probe.matched_rule_id == want
-                call = partial(make_decision, inp, rules, registry=registry)
-                _warm(call)
-                calls[n, env, position] = call
-    return _measure_all(calls, run_time)
+                for config in (None, attested) if n in (SIZES[0], SIZES[-1]) else (None,):
+                    inp = RouteInput(**_fields(n, position, env))
+                    probe = make_decision(inp, rules, registry=registry, hall_config=config)
+                    assert not probe.denied, probe.deny_reason_if_denied
+                    assert probe.worker_attestation_checked is (config is not None)
+                    want = f"rr-bench-{0 if position == 'first' else n - 1:05d}"
+                    assert probe.matched_rule_id == want
+                    call = partial(make_decision, inp, rules, registry=registry, hall_config=config)
+                    _warm(call)
+                    calls[(n, env, position), config is not None] = call
+    rates = _measure_all(calls, run_time)
+    plain = {key: r for (key, with_attestation), r in rates.items() if not with_attestation}
+    return plain, {key: r for (key, with_attestation), r in rates.items() if with_attestation}
 
 
 def _reference_module() -> Any:
@@ -226,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"load average before: {_load()}")
     print(f"method: median of {RUNS} runs of >= {run_time}s each, after a warm-up\n")
 
-    ours = _ours(run_time)
+    ours, attested = _ours(run_time)
     ref = None if args.no_reference else _reference_module()
     theirs, skipped = _reference(ref, run_time, args.ref_cap) if ref is not None else ({}, {})
 
@@ -240,6 +255,8 @@ def main(argv: list[str] | None = None) -> int:
         print(header)
         print("-" * len(header))
         for n in SIZES:
+            if not any((n, *c) in rates for c in columns):
+                continue
             cells = [_fmt(pick(rates[n, *c]) if (n, *c) in rates else None) for c in columns]
             print(f"{n:>7,} | " + " | ".join(f"{cell:>12}" for cell in cells))
         print()
@@ -251,6 +268,12 @@ def main(argv: list[str] | None = None) -> int:
         median,
     )
     table("pyhall_mcp.make_decision, decisions/s, best of 5 (least disturbed run)", ours, best)
+    table(
+        "pyhall_mcp.make_decision with require_worker_attestation (a WCP-Full floor), "
+        "decisions/s, median of 5",
+        attested,
+        median,
+    )
     if ref is not None:
         table(f"reference pyhall-wcp {ref.__version__}, decisions/s, median of 5", theirs, median)
         for (n, env, pos), seconds in skipped.items():
@@ -270,6 +293,12 @@ def main(argv: list[str] | None = None) -> int:
     for n in SIZES:
         parts = [f"{pos} {m(n, 'prod', pos) / m(n, 'dev', pos):.2f}" for pos in POSITIONS]
         print(f"  {n:>6,} rules, prod/dev throughput: " + ", ".join(parts))
+    for n in (SIZES[0], SIZES[-1]):
+        parts = [
+            f"{pos} {median(attested[n, 'prod', pos]) / median(attested[n, 'dev', pos]):.2f}"
+            for pos in POSITIONS
+        ]
+        print(f"  {n:>6,} rules, prod/dev throughput, attestation required: " + ", ".join(parts))
     everything = [median(r) for r in ours.values()]
     print(f"  medians range {min(everything):,.0f} .. {max(everything):,.0f} decisions/s, one core")
     if ref is not None:

@@ -53,6 +53,7 @@ _DEFAULT_CONFIG = HallConfig()
 # Frozen, so one instance can stand in every decision that matched no rule.
 _NO_ESCALATION = Escalation()
 _NO_PRECONDITIONS = PreconditionsChecked()
+_NONE: frozenset[str] = frozenset()
 _M = TypeVar("_M", bound=BaseModel)
 
 
@@ -127,6 +128,7 @@ class _Call:
         # cleaned of control characters once, here; ids from configuration (rules,
         # records) are refused at load if not printable.
         self.base = {
+            "event_id": None,
             "timestamp": self.timestamp,
             "correlation_id": evt.sanitize_id(inp.correlation_id),
             "tenant_id": evt.sanitize_id(inp.tenant_id),
@@ -163,7 +165,7 @@ class _View:
     ) -> None:
         self.registry = registry
         # Without a registry, no controls set means no control is present (fail closed).
-        self.pooled = frozenset(canonical_control(c) for c in controls or ())
+        self.pooled = frozenset(map(canonical_control, controls)) if controls else _NONE
         self.available = available
         self.pinned = pinned
 
@@ -579,6 +581,9 @@ def _decision(
     pending: tuple[str, str] | None = None,
 ) -> RouteDecision:
     inp = call.inp
+    if inp.dry_run:
+        for event in call.events:
+            event["dry_run"] = True
     return _construct(
         RouteDecision,
         {
@@ -632,122 +637,85 @@ def _deny(call: _Call, denial: _Deny) -> RouteDecision:
             expires.isoformat(timespec="seconds").replace("+00:00", "Z"),
         )
         reason["supervisor_required"] = True
-    call.events = [
-        _event(
-            call,
-            evt.TASK_DENIED,
-            {
-                "matched_rule_id": call.rule_id,
-                "deny_code": denial.code,
-                "deny_message": evt.sanitize_id(denial.message),
-                "policy_version": call.policy_version,
-                "worker_species_id": call.species,
-                "worker_id": call.worker_id,
-            },
-        )
-    ]
+    event = call.base.copy()
+    event["event_id"] = evt.TASK_DENIED
+    event["matched_rule_id"] = call.rule_id
+    event["deny_code"] = denial.code
+    event["deny_message"] = evt.sanitize_id(denial.message)
+    event["policy_version"] = call.policy_version
+    event["worker_species_id"] = call.species
+    event["worker_id"] = call.worker_id
+    call.events = [event]
     return _decision(call, denied=True, reason=reason, pending=pending)
 
 
-def _event(call: _Call, event_id: str, fields: dict[str, Any]) -> dict[str, Any]:
-    """An event of this decision. Every value is already clean: the caller's ids were
-    cleaned in ``_Call``, the gate's words in ``_check_policy``, denials in ``_deny``;
-    configuration ids cannot hold control characters (refused at load)."""
-    event = {"event_id": event_id, **call.base, **fields}
-    if call.inp.dry_run:
-        event["dry_run"] = True
-    return event
-
-
 def _allow(call: _Call) -> RouteDecision:
-    """The events of an allowed decision, in the order of spec section 9, and the decision."""
-    inp = call.inp
+    """The events of an allowed decision, in the order of spec section 9, and the decision.
+
+    Every event is a copy of the decision's common fields (``call.base``, with
+    ``event_id`` first) filled in key by key: half the cost of a dict display with
+    ``**base``, and a decision builds up to six of them. Every value is already
+    clean: the caller's ids were cleaned in ``_Call``, the gate's words in
+    ``_check_policy``, denials in ``_deny``; configuration ids cannot hold control
+    characters (refused at load).
+    """
+    inp, base = call.inp, call.base
     rule, version = call.rule_id, call.policy_version
     species, worker_id = call.species, call.worker_id
     events = call.events
     if call.blast_score is not None:
-        events.append(
-            _event(
-                call,
-                evt.BLAST_SCORED,
-                {
-                    "env": inp.env,
-                    "data_label": inp.data_label,
-                    "matched_rule_id": rule,
-                    "policy_version": version,
-                    "blast_score": call.blast_score,
-                    "decision": "ALLOW",
-                },
-            )
-        )
+        event = base.copy()
+        event["event_id"] = evt.BLAST_SCORED
+        event["env"] = inp.env
+        event["data_label"] = inp.data_label
+        event["matched_rule_id"] = rule
+        event["policy_version"] = version
+        event["blast_score"] = call.blast_score
+        event["decision"] = "ALLOW"
+        events.append(event)
     if call.privilege_ok is not None:
-        events.append(
-            _event(
-                call,
-                evt.PRIVILEGE_ENVELOPE_CHECKED,
-                {
-                    "env": inp.env,
-                    "data_label": inp.data_label,
-                    "matched_rule_id": rule,
-                    "policy_version": version,
-                    "worker_species_id": species,
-                    "worker_id": worker_id,
-                    "decision": "ALLOW",
-                },
-            )
-        )
+        event = base.copy()
+        event["event_id"] = evt.PRIVILEGE_ENVELOPE_CHECKED
+        event["env"] = inp.env
+        event["data_label"] = inp.data_label
+        event["matched_rule_id"] = rule
+        event["policy_version"] = version
+        event["worker_species_id"] = species
+        event["worker_id"] = worker_id
+        event["decision"] = "ALLOW"
+        events.append(event)
     if not call.attestation_checked and inp.env in _PROD:
-        events.append(
-            _event(
-                call,
-                evt.ATTESTATION_SKIPPED,
-                {
-                    "env": inp.env,
-                    "worker_species_id": species,
-                    "worker_id": worker_id,
-                    "reason": "require_worker_attestation is off",
-                    "severity": "warn",
-                },
-            )
-        )
-    events.append(
-        _event(
-            call,
-            evt.TASK_ROUTED,
-            {
-                "task_id": call.task_id,
-                "matched_rule_id": rule,
-                "selected_worker_species_id": species,
-                "worker_id": worker_id,
-                "policy_version": version,
-                "qos_class": inp.qos_class,
-            },
-        )
-    )
-    events.append(
-        _event(
-            call,
-            evt.WORKER_SELECTED,
-            {
-                "matched_rule_id": rule,
-                "selected_worker_species_id": species,
-                "worker_id": worker_id,
-                "reason": "first_available_candidate",
-            },
-        )
-    )
-    events.append(
-        _event(
-            call,
-            evt.POLICY_GATED,
-            {
-                "matched_rule_id": rule,
-                "decision": "ALLOW",
-                "policy_version": version,
-                "reason": call.gate_reason,
-            },
-        )
-    )
+        event = base.copy()
+        event["event_id"] = evt.ATTESTATION_SKIPPED
+        event["env"] = inp.env
+        event["worker_species_id"] = species
+        event["worker_id"] = worker_id
+        event["reason"] = "require_worker_attestation is off"
+        event["severity"] = "warn"
+        events.append(event)
+    event = base.copy()
+    event["event_id"] = evt.TASK_ROUTED
+    event["task_id"] = call.task_id
+    event["matched_rule_id"] = rule
+    event["selected_worker_species_id"] = species
+    event["worker_id"] = worker_id
+    event["policy_version"] = version
+    event["qos_class"] = inp.qos_class
+    events.append(event)
+    event = base.copy()
+    event["event_id"] = evt.WORKER_SELECTED
+    event["matched_rule_id"] = rule
+    event["selected_worker_species_id"] = species
+    event["worker_id"] = worker_id
+    event["reason"] = "first_available_candidate"
+    events.append(event)
+    event = base.copy()
+    event["event_id"] = evt.POLICY_GATED
+    event["matched_rule_id"] = rule
+    event["decision"] = "ALLOW"
+    event["policy_version"] = version
+    event["reason"] = call.gate_reason
+    events.append(event)
     return _decision(call, denied=False, reason=None)
 
 

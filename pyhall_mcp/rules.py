@@ -260,6 +260,7 @@ class RuleSet(Sequence[Rule]):
         self._compiled = tuple(compiled)
         self._rules = tuple(c.rule for c in compiled)
         self._index = self._build_index()
+        self._all = (1 << len(compiled)) - 1
         self.shadowed: tuple[dict[str, str], ...] = self._find_shadowed()
 
     # -- Sequence -------------------------------------------------------------
@@ -293,18 +294,27 @@ class RuleSet(Sequence[Rule]):
             index.append(({v: specific.get(v, 0) | wild for v in values}, wild))
         return tuple(index)
 
-    def _matching(self, values: Sequence[Any]) -> int:
-        bits = (1 << len(self._compiled)) - 1
-        for (by_value, wild), value in zip(self._index, values, strict=True):
-            bits &= by_value.get(value, wild) if isinstance(value, str) else wild
-            if not bits:
-                break
-        return bits
-
     def first_match_index(self, values: Sequence[Any]) -> int | None:
         """Position of the first rule matching field values in ``MATCH_FIELDS`` order."""
-        bits = self._matching(values)
-        return (bits & -bits).bit_length() - 1 if bits else None
+        bits = self._all
+        for at, ((by_value, wild), value) in enumerate(zip(self._index, values, strict=True)):
+            bits &= by_value.get(value, wild) if isinstance(value, str) else wild
+            if not bits & (bits - 1):
+                # None or one rule left: check the one directly rather than go on
+                # and-ing bitsets as wide as the rule set.
+                return self._sole_match(bits, values, at + 1)
+        return (bits & -bits).bit_length() - 1
+
+    def _sole_match(self, bits: int, values: Sequence[Any], start: int) -> int | None:
+        if not bits:
+            return None
+        position = bits.bit_length() - 1
+        accepts = self._compiled[position].accepts
+        for at in range(start, len(accepts)):
+            accepted, value = accepts[at], values[at]
+            if accepted is not None and not (isinstance(value, str) and value in accepted):
+                return None
+        return position
 
     def first_match(self, inp: Mapping[str, Any]) -> Rule | None:
         position = self.first_match_index([inp.get(k) for k in MATCH_FIELDS])
