@@ -54,6 +54,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from ._inotify import ChangeWatch
 from ._yaml import load_document
 from .canonical import canonical_json
 from .canonical import digest as canonical_digest
@@ -654,15 +655,18 @@ def _fingerprint(root: str) -> Fingerprint:
 class PackageMonitor:
     """The current digest of a verified package, re-hashing only when it changed.
 
-    The check on the hot path is one ``lstat`` per entry of the last fingerprint
-    (files and directories; no listing, no reads): an edited, replaced or removed
-    file changes its own stat data, an added or renamed one its directory's. Any
-    difference means a full fingerprint and re-hash.
+    On Linux the package's entries are watched with inotify (set before the hash
+    they vouch for), and its ancestors for being moved or deleted (the path would
+    then lead to another tree), so the check before a dispatch is one zero-timeout
+    poll. Elsewhere it is one ``lstat`` per entry of the last
+    fingerprint (files and directories; no listing, no reads): an edited, replaced
+    or removed file changes its own stat data, an added or renamed one its
+    directory's. Any change means a full fingerprint and re-hash.
 
-    Like git's "racily clean" entries, a fingerprint taken within
-    ``racy_window_ns`` of the tree's newest change time is not trusted: a write
-    in the same timestamp tick would leave stat data unchanged, so such a
-    package is re-hashed on the next call until it settles.
+    Without a watch, like git's "racily clean" entries, a fingerprint taken within
+    ``racy_window_ns`` of the tree's newest change time is not trusted: a write in
+    the same timestamp tick would leave stat data unchanged, so such a package is
+    re-hashed on the next call until it settles. A watch has no such window.
     """
 
     def __init__(
@@ -672,40 +676,90 @@ class PackageMonitor:
         *,
         fingerprint: Fingerprint | None = None,
         racy_window_ns: int = 2_000_000_000,
+        watch: bool = True,
     ) -> None:
         self.path = Path(worker_dir)
         self._where = os.fspath(worker_dir)
         self.racy_window_ns = racy_window_ns
-        # One tuple, replaced whole: readers on other threads see a consistent pair.
+        self._watching = watch
+        # One tuple, replaced whole: readers on other threads see a consistent state.
         # Without a fingerprint from before the verifying hash, the first call re-hashes.
-        self._state = (self._checks(fingerprint, time.time_ns()), digest)
+        checks = self._checks(fingerprint, time.time_ns())
+        watcher = self._watch(checks)
+        if watcher is not None and not _unchanged(checks):
+            watcher.close()  # changed before the watch was set: re-hash on first use
+            checks = watcher = None
+        self._state: _MonitorState = (checks, digest, watcher)
 
-    def _checks(
-        self, fingerprint: Fingerprint | None, taken_ns: int
-    ) -> tuple[tuple[str, tuple[Any, ...]], ...] | None:
-        """(path, stat row) to re-check, or None when the fingerprint is not trusted."""
+    def _checks(self, fingerprint: Fingerprint | None, taken_ns: int) -> _Checks | None:
+        """(path, stat row) of every entry, root first; None when not trusted."""
         if fingerprint is None or fingerprint[1] >= taken_ns - self.racy_window_ns:
             return None
+        return self._paths(fingerprint)
+
+    def _paths(self, fingerprint: Fingerprint) -> _Checks:
         join = os.path.join
         return tuple(
             (join(self._where, row[0]) if row[0] else self._where, row[1:])
             for row in fingerprint[0]
         )
 
+    def _watch(self, checks: _Checks | None) -> ChangeWatch | None:
+        if checks is None or not self._watching:
+            return None
+        return ChangeWatch.open((path for path, _ in checks), moved=self._ancestors())
+
+    def _ancestors(self) -> list[str]:
+        path, found = os.path.dirname(self._where), []
+        while path and path not in found:
+            found.append(path)
+            path = os.path.dirname(path)
+        return found
+
     def current_digest(self) -> str | None:
         """The package digest now, or None when the package cannot be read or hashed."""
-        checks, digest = self._state
+        checks, digest, watcher = self._state
         try:
-            if checks is not None and all(_stat_row(os.lstat(path)) == row for path, row in checks):
-                return digest
-            taken = time.time_ns()
-            fingerprint = _fingerprint(self._where)
-            digest = package_digest(self.path)
+            if checks is not None:
+                if watcher is None:
+                    if _unchanged(checks):
+                        return digest
+                elif not watcher.changed():
+                    return digest
+            if watcher is not None:
+                watcher.close()
+            self._state = self._rehash()
         except (OSError, AttestationError):
-            self._state = (None, digest)
+            self._state = (None, digest, None)
             return None
-        self._state = (self._checks(fingerprint, taken), digest)
-        return digest
+        return self._state[1]
+
+    def _rehash(self) -> _MonitorState:
+        taken = time.time_ns()
+        fingerprint = _fingerprint(self._where)
+        if self._watching:
+            # Watches first, then the hash: whatever changes after the hash read it
+            # raises an event. An entry added or removed between the listing and
+            # its directory's watch shows as a different listing afterwards.
+            watcher = ChangeWatch.open(
+                (path for path, _ in self._paths(fingerprint)), moved=self._ancestors()
+            )
+            if watcher is not None:
+                digest = package_digest(self.path)
+                names = [row[0] for row in fingerprint[0]]
+                if watcher.changed() or names != [r[0] for r in _fingerprint(self._where)[0]]:
+                    watcher.close()
+                    return (None, digest, None)
+                return (self._paths(fingerprint), digest, watcher)
+        return (self._checks(fingerprint, taken), package_digest(self.path), None)
+
+
+_Checks = tuple[tuple[str, tuple[Any, ...]], ...]
+_MonitorState = tuple[_Checks | None, str, ChangeWatch | None]
+
+
+def _unchanged(checks: _Checks | None) -> bool:
+    return checks is not None and all(_stat_row(os.lstat(path)) == row for path, row in checks)
 
 
 # -- execution snapshots -------------------------------------------------------

@@ -19,6 +19,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from pyhall_mcp import attestation
+from pyhall_mcp._inotify import ChangeWatch
 from pyhall_mcp.attestation import (
     MANIFEST_NAME,
     PackageMonitor,
@@ -438,18 +439,32 @@ def hash_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return calls
 
 
-def _settled_monitor(worker: Path, keyring: Keyring) -> PackageMonitor:
+@pytest.fixture(params=[True, False], ids=["inotify", "stat"])
+def watching(request: pytest.FixtureRequest) -> bool:
+    """Monitor tests run with inotify watches (Linux) and with stat data alone."""
+    if request.param and ChangeWatch.open([]) is None:
+        pytest.skip("inotify is not available here")
+    return bool(request.param)
+
+
+def _settled_monitor(worker: Path, keyring: Keyring, watching: bool = True) -> PackageMonitor:
     package = verify_package(worker, keyring=keyring)
     # racy_window_ns=0: the test's files are fresh; in service they are not.
-    return PackageMonitor(
-        package.path, package.digest, fingerprint=package.fingerprint, racy_window_ns=0
+    monitor = PackageMonitor(
+        package.path,
+        package.digest,
+        fingerprint=package.fingerprint,
+        racy_window_ns=0,
+        watch=watching,
     )
+    assert (monitor._state[2] is not None) is watching
+    return monitor
 
 
 def test_monitor_does_not_rehash_an_unchanged_package(
-    worker: Path, keyring: Keyring, hash_calls: list[str]
+    worker: Path, keyring: Keyring, hash_calls: list[str], watching: bool
 ) -> None:
-    monitor = _settled_monitor(worker, keyring)
+    monitor = _settled_monitor(worker, keyring, watching)
     hash_calls.clear()
     digest = package_digest(worker)
     hash_calls.clear()
@@ -457,8 +472,10 @@ def test_monitor_does_not_rehash_an_unchanged_package(
     assert hash_calls == []
 
 
-def test_monitor_detects_a_change(worker: Path, keyring: Keyring, hash_calls: list[str]) -> None:
-    monitor = _settled_monitor(worker, keyring)
+def test_monitor_detects_a_change(
+    worker: Path, keyring: Keyring, hash_calls: list[str], watching: bool
+) -> None:
+    monitor = _settled_monitor(worker, keyring, watching)
     verified = monitor.current_digest()
     time.sleep(0.03)  # past the file system's timestamp tick
     code = worker / "worker.py"
@@ -474,9 +491,9 @@ def test_monitor_detects_a_change(worker: Path, keyring: Keyring, hash_calls: li
 
 
 def test_monitor_checks_a_settled_package_without_listing_it(
-    worker: Path, keyring: Keyring, monkeypatch: pytest.MonkeyPatch
+    worker: Path, keyring: Keyring, monkeypatch: pytest.MonkeyPatch, watching: bool
 ) -> None:
-    monitor = _settled_monitor(worker, keyring)
+    monitor = _settled_monitor(worker, keyring, watching)
     expected = package_digest(worker)
 
     def no_listing(path: Any) -> Any:
@@ -488,13 +505,13 @@ def test_monitor_checks_a_settled_package_without_listing_it(
 
 @pytest.mark.parametrize("change", ["add", "remove", "rename"])
 def test_monitor_sees_entries_come_and_go_in_a_subdirectory(
-    tmp_path: Path, key: SigningKey, keyring: Keyring, change: str
+    tmp_path: Path, key: SigningKey, keyring: Keyring, change: str, watching: bool
 ) -> None:
     folder = make_worker(tmp_path / "workers")
     (folder / "lib").mkdir()
     (folder / "lib" / "helpers.py").write_text("X = 1\n")
     sign_package(folder, key)
-    monitor = _settled_monitor(folder, keyring)
+    monitor = _settled_monitor(folder, keyring, watching)
     verified = monitor.current_digest()
     time.sleep(0.03)  # past the file system's timestamp tick
     if change == "add":
@@ -508,9 +525,9 @@ def test_monitor_sees_entries_come_and_go_in_a_subdirectory(
 
 
 def test_monitor_reports_an_unhashable_package(
-    tmp_path: Path, worker: Path, keyring: Keyring
+    tmp_path: Path, worker: Path, keyring: Keyring, watching: bool
 ) -> None:
-    monitor = _settled_monitor(worker, keyring)
+    monitor = _settled_monitor(worker, keyring, watching)
     (worker / "leak").symlink_to(tmp_path)
     assert monitor.current_digest() is None
     (worker / "leak").unlink()
@@ -520,20 +537,56 @@ def test_monitor_reports_an_unhashable_package(
 
 
 def test_monitor_rehashes_racily_fresh_or_unfingerprinted_packages(
-    worker: Path, keyring: Keyring, hash_calls: list[str]
+    worker: Path, keyring: Keyring, hash_calls: list[str], watching: bool
 ) -> None:
     package = verify_package(worker, keyring=keyring)
     hash_calls.clear()
-    # Default window: files written just now may hide a same-tick edit, so re-hash.
-    assert package.monitor().current_digest() == package.digest
-    assert len(hash_calls) == 1
+    # Default window: files written just now may hide a same-tick edit, so stat data
+    # cannot vouch for them and every call re-hashes; a watch set before one re-hash
+    # vouches for the package from then on.
+    monitor = PackageMonitor(
+        package.path, package.digest, fingerprint=package.fingerprint, watch=watching
+    )
+    assert [monitor.current_digest() for _ in range(3)] == [package.digest] * 3
+    assert len(hash_calls) == (1 if watching else 3)
     # No fingerprint from before the verifying hash: the first call re-hashes, then not.
     hash_calls.clear()
     time.sleep(0.03)
-    monitor = PackageMonitor(worker, package.digest, racy_window_ns=0)
+    monitor = PackageMonitor(worker, package.digest, racy_window_ns=0, watch=watching)
     assert monitor.current_digest() == package.digest
     assert monitor.current_digest() == package.digest
     assert len(hash_calls) == 1
+
+
+def test_monitor_sees_a_write_through_a_hard_link_outside_the_package(
+    tmp_path: Path, key: SigningKey, keyring: Keyring, watching: bool
+) -> None:
+    folder = make_worker(tmp_path / "workers")
+    alias = tmp_path / "alias.py"
+    os.link(folder / "worker.py", alias)
+    sign_package(folder, key)
+    monitor = _settled_monitor(folder, keyring, watching)
+    verified = monitor.current_digest()
+    time.sleep(0.03)
+    with alias.open("a") as fh:
+        fh.write("# planted\n")
+    changed = monitor.current_digest()
+    assert changed == package_digest(folder) and changed != verified
+
+
+def test_monitor_sees_the_package_path_swapped_for_another_tree(
+    tmp_path: Path, worker: Path, keyring: Keyring, watching: bool
+) -> None:
+    monitor = _settled_monitor(worker, keyring, watching)
+    verified = monitor.current_digest()
+    time.sleep(0.03)
+    # Swap a parent: the watched tree itself sees no event at all.
+    parent = worker.parent
+    old = parent.rename(parent.with_name("old-workers"))
+    shutil.copytree(old, parent)
+    (worker / "worker.py").write_text((old / worker.name / "worker.py").read_text() + "# x\n")
+    changed = monitor.current_digest()
+    assert changed == package_digest(worker) and changed != verified
 
 
 # -- snapshots --------------------------------------------------------------------------
