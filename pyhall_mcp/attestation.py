@@ -682,6 +682,7 @@ class PackageMonitor:
         self._where = os.fspath(worker_dir)
         self.racy_window_ns = racy_window_ns
         self._watching = watch
+        self._ancestors = _ancestors(self._where)
         # One tuple, replaced whole: readers on other threads see a consistent state.
         # Without a fingerprint from before the verifying hash, the first call re-hashes.
         checks = self._checks(fingerprint, time.time_ns())
@@ -707,14 +708,7 @@ class PackageMonitor:
     def _watch(self, checks: _Checks | None) -> ChangeWatch | None:
         if checks is None or not self._watching:
             return None
-        return ChangeWatch.open((path for path, _ in checks), moved=self._ancestors())
-
-    def _ancestors(self) -> list[str]:
-        path, found = os.path.dirname(self._where), []
-        while path and path not in found:
-            found.append(path)
-            path = os.path.dirname(path)
-        return found
+        return ChangeWatch.open((path for path, _ in checks), moved=self._ancestors)
 
     def current_digest(self) -> str | None:
         """The package digest now, or None when the package cannot be read or hashed."""
@@ -737,25 +731,33 @@ class PackageMonitor:
     def _rehash(self) -> _MonitorState:
         taken = time.time_ns()
         fingerprint = _fingerprint(self._where)
-        if self._watching:
-            # Watches first, then the hash: whatever changes after the hash read it
-            # raises an event. An entry added or removed between the listing and
-            # its directory's watch shows as a different listing afterwards.
-            watcher = ChangeWatch.open(
-                (path for path, _ in self._paths(fingerprint)), moved=self._ancestors()
-            )
-            if watcher is not None:
-                digest = package_digest(self.path)
-                names = [row[0] for row in fingerprint[0]]
-                if watcher.changed() or names != [r[0] for r in _fingerprint(self._where)[0]]:
-                    watcher.close()
-                    return (None, digest, None)
-                return (self._paths(fingerprint), digest, watcher)
-        return (self._checks(fingerprint, taken), package_digest(self.path), None)
+        paths = self._paths(fingerprint)
+        # Watches first, then the hash: whatever changes after the hash read it raises
+        # an event. An entry added or removed between the listing and its directory's
+        # watch shows as a different listing afterwards.
+        watcher = self._watch(paths)
+        digest = package_digest(self.path)
+        if watcher is None:
+            return (self._checks(fingerprint, taken), digest, None)
+        names = [row[0] for row in fingerprint[0]]
+        if watcher.changed() or names != [row[0] for row in _fingerprint(self._where)[0]]:
+            watcher.close()
+            return (None, digest, None)
+        return (paths, digest, watcher)
 
 
 _Checks = tuple[tuple[str, tuple[Any, ...]], ...]
 _MonitorState = tuple[_Checks | None, str, ChangeWatch | None]
+
+
+def _ancestors(path: str) -> tuple[str, ...]:
+    """Every directory above ``path``, nearest first."""
+    found: list[str] = []
+    parent = os.path.dirname(path)
+    while parent and parent not in found:
+        found.append(parent)
+        parent = os.path.dirname(parent)
+    return tuple(found)
 
 
 def _unchanged(checks: _Checks | None) -> bool:
