@@ -11,7 +11,9 @@ real subprocesses, each on one stdio connection.
 
 Main table: a raw JSON-lines client in the handshake era (initialize, then
 tools/call), so the figures are server cost and stdio, not client cost; one
-call at a time, then 8 in flight. The servers of a table run side by side and
+call at a time, then 8 in flight. It also serves the hall with ``audit.durability:
+os`` (a commit reaches the OS, not the platter) and with receipts off, to show
+what the durable write costs. The servers of a table run side by side and
 are measured in alternating slices, so that load from elsewhere on the machine
 hits them alike; calls/s is total calls over total time.
 ``--sdk`` adds the same measurement through the official ``mcp.Client`` in
@@ -64,7 +66,9 @@ _INIT_PARAMS = {
 # -- the two servers -------------------------------------------------------------------------
 
 
-def write_hall(root: Path, *, attestation: bool = False, audit: bool = True) -> Path:
+def write_hall(
+    root: Path, *, attestation: bool = False, audit: bool = True, durability: str = "fsync"
+) -> Path:
     """A hall serving greet_worker: one rule, one policy, receipts on, events off."""
     worker = root / "workers" / "greet"
     worker.mkdir(parents=True)
@@ -133,7 +137,7 @@ def write_hall(root: Path, *, attestation: bool = False, audit: bool = True) -> 
                     "enforce_required_controls": True,
                     "enforce_privilege_envelopes": True,
                 },
-                "audit": {"enabled": audit},
+                "audit": {"enabled": audit, "durability": durability},
             }
         )
     )
@@ -520,6 +524,9 @@ async def main(args: argparse.Namespace) -> None:
     try:
         bare = bare_server()
         governed = governed_server("pyhall-mcp (governed)", write_hall(work / "hall"))
+        os_durable = governed_server(
+            "pyhall-mcp (durability: os)", write_hall(work / "hall-os", durability="os")
+        )
         no_audit = governed_server(
             "pyhall-mcp (receipts off)", write_hall(work / "hall-no-audit", audit=False)
         )
@@ -533,7 +540,7 @@ async def main(args: argparse.Namespace) -> None:
             return compare(specs, opener, args.calls, args.warmup, args.slices)
 
         raw = raw_opener(log)
-        results = await measure([bare, governed, no_audit], raw)
+        results = await measure([bare, governed, os_durable, no_audit], raw)
         print_table(
             "Round trip, raw JSON-lines client, handshake era (target governed <= 1.25x):",
             results,

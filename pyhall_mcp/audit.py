@@ -36,13 +36,20 @@ canonical_json(receipt without signature))``. So the DSSE payload of a receipt
 is its canonical form including its hash, and :func:`export_dsse` builds a
 standard envelope from the stored signature without re-signing.
 
-Writes go through one writer thread that owns the store and the chain head
-(group commit): queued bodies are sealed in order, inserted in one
-transaction, committed (WAL, ``synchronous=FULL``), and only then are their
-callers answered. A batch is what queued up while the previous one committed
-(at most ``max_batch``); under steady concurrency the writer also waits for
-as many callers as last time, never longer than ``max_delay_ms`` after the
-batch's first item. A failed write fails its callers with :class:`AuditError`
+Writes are group commits under one write lock that guards the store and the
+chain head: queued bodies are sealed in order, inserted in one transaction,
+committed (WAL, ``synchronous=FULL``), and only then are their callers
+answered. A caller on an event loop (the gateway) commits on that loop, at
+the end of the loop's current turn, with whatever else was queued by then:
+no thread hand-off on the way in or out, which is most of a receipt's
+latency when calls come one at a time. Receipts nobody waits on (outcomes)
+ride along with the next commit, or one ``_LAZY_DELAY_S`` later. A writer
+thread serves callers without a loop (``record_sync``), takes over while the
+loop's commit cannot get the lock, signs checkpoints on their interval and
+drains the queue at close; for its callers a batch is what queued up while
+the previous one committed (at most ``max_batch``), and under steady
+concurrency it waits for as many as last time, never longer than
+``max_delay_ms``. A failed write fails its callers with :class:`AuditError`
 and never advances the chain. A lock file keeps a second process from
 writing the same state directory. Each row stores the signed payload and the
 signature, so a stored receipt is exactly what was signed.
@@ -66,7 +73,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, NamedTuple, Protocol, runtime_checkable
+from typing import Any, Literal, NamedTuple, Protocol, runtime_checkable
 
 from .canonical import canonical_json
 from .checkpoints import (
@@ -89,6 +96,7 @@ except ImportError:  # pragma: no cover - Windows
 __all__ = [
     "RECEIPT_PAYLOAD_TYPE",
     "RECEIPT_VERSION",
+    "Durability",
     "Receipt",
     "ReceiptLog",
     "ReceiptStore",
@@ -358,18 +366,28 @@ CREATE TABLE IF NOT EXISTS receipts (
 )
 """
 _COLUMNS = "seq, receipt_id, receipt_hash, payload, signature"
+Durability = Literal["fsync", "os"]
+_SYNCHRONOUS = {"fsync": "FULL", "os": "NORMAL"}
 _SCHEMA_VERSION = 1
 _PAGE = 2000
 
 
 class SQLiteReceiptStore:
-    """Receipts in one SQLite table (WAL, ``synchronous=FULL``), keyed by ``seq``.
+    """Receipts in one SQLite table (WAL), keyed by ``seq``.
 
     A transaction is all-or-nothing, so a crash never leaves a half-written
     row: the last row present is complete. One connection, guarded by a lock.
+    ``durability="fsync"`` commits with ``synchronous=FULL`` (each commit is
+    fsynced); ``"os"`` with ``synchronous=NORMAL`` (a commit reaches the
+    operating system, the WAL is fsynced at checkpoints): it survives the
+    process's crash, but a power loss may take the last commits.
     """
 
-    def __init__(self, path: str | Path, *, readonly: bool = False) -> None:
+    def __init__(
+        self, path: str | Path, *, readonly: bool = False, durability: Durability = "fsync"
+    ) -> None:
+        if durability not in _SYNCHRONOUS:
+            raise ValueError(f"durability must be one of {sorted(_SYNCHRONOUS)}")
         self.path = Path(path)
         self._lock = threading.Lock()
         try:
@@ -388,7 +406,7 @@ class SQLiteReceiptStore:
                 mode = self._conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
                 if str(mode).lower() != "wal":
                     raise AuditError(f"{self.path}: SQLite refused WAL mode ({mode})")
-                self._conn.execute("PRAGMA synchronous=FULL")
+                self._conn.execute(f"PRAGMA synchronous={_SYNCHRONOUS[durability]}")
                 with self._conn:
                     tables = self._conn.execute(
                         "SELECT count(*) FROM sqlite_master WHERE name = 'receipts'"
@@ -588,6 +606,8 @@ class _Pending:
     receipt_id: str = field(default_factory=lambda: _new_receipt_id())
     #: False when nobody waits on it: it rides along with the next urgent commit.
     urgent: bool = True
+    #: Committed by the writer thread; otherwise by a commit on its event loop.
+    by_writer: bool = True
 
 
 def _resolve(items: list[tuple[asyncio.Future[Receipt], Receipt | None, Exception | None]]) -> None:
@@ -613,9 +633,20 @@ def _settle(results: list[tuple[_Pending, Receipt | None, Exception | None]]) ->
                     future.set_result(receipt)  # type: ignore[arg-type]
         else:
             by_loop.setdefault(pending.loop, []).append((pending.future, receipt, error))
+    running = _running_loop()
     for loop, items in by_loop.items():
+        if loop is running:
+            _resolve(items)
+            continue
         with contextlib.suppress(RuntimeError):  # loop closed: nobody is waiting
             loop.call_soon_threadsafe(_resolve, items)
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 def _lock_state(layout: HallLayout) -> int | None:
@@ -681,11 +712,17 @@ class ReceiptLog:
         self._lock_fd = lock_fd
         self._cond = threading.Condition()
         self._queue: deque[_Pending] = deque()
+        # Held by whoever seals and stores: the writer thread or a loop's commit. Items
+        # are taken from the queue under it, so the chain keeps the order of the queue.
+        self._write_lock = threading.Lock()
+        self._soon: set[asyncio.AbstractEventLoop] = set()  # loops with a commit scheduled
+        self._timers: set[asyncio.AbstractEventLoop] = set()  # loops with a lazy commit timed
+        self._writer_idle = False  # the writer sleeps with no deadline (nothing to checkpoint)
         self._closing = False
         self._closed = False
         self._broken: str | None = None
         self._last_batch = 1
-        self._linger_for = 1  # while the writer lingers: the queue length that ends it
+        self._handover = False  # a loop's commit could not get the lock: the writer takes over
         # Owned by the writer thread once it runs.
         self._head: tuple[int, str | None] = (0, None)
         self._head_key: str | None = None
@@ -702,6 +739,7 @@ class ReceiptLog:
         layout: HallLayout,
         *,
         store: ReceiptStore | None = None,
+        durability: Durability = "fsync",
         checkpoint_every: int = 1000,
         checkpoint_interval_s: float = 30.0,
         max_batch: int = 256,
@@ -718,7 +756,9 @@ class ReceiptLog:
             keyring = _trust_own_key(layout, key)
             log = cls(
                 layout,
-                store if store is not None else SQLiteReceiptStore(layout.audit_db),
+                store
+                if store is not None
+                else SQLiteReceiptStore(layout.audit_db, durability=durability),
                 key,
                 keyring,
                 checkpoint_every=checkpoint_every,
@@ -819,14 +859,29 @@ class ReceiptLog:
 
     # -- writing --------------------------------------------------------------------
 
-    async def record(self, body: Mapping[str, Any]) -> Receipt:
+    async def record(self, body: Mapping[str, Any], *, on_loop: bool = True) -> Receipt:
         """Seal and store a receipt; returns once it is committed to disk.
+
+        ``on_loop``: commit on this event loop at the end of its turn, the least
+        latency for a lone caller; the loop waits out the disk write. False hands
+        the commit to the writer thread, so that the loop serves other calls
+        meanwhile (and their receipts share the next commit): for callers that
+        know others are in flight.
 
         ValueError for a bad body (nothing written); AuditError when the store
         fails (the caller must then deny). A caller cancelled while waiting does
         not withdraw its receipt: once queued it is written.
         """
-        return await self._enqueue(body, urgent=True).future  # type: ignore[misc]
+        pending = self._enqueue(body, urgent=True, wake=not on_loop)
+        if not on_loop:
+            return await pending.future  # type: ignore[misc]
+        assert pending.loop is not None
+        if pending.loop not in self._soon:
+            # At the end of this turn of the loop, so that every caller that reached
+            # this point in the same turn shares the commit.
+            self._soon.add(pending.loop)
+            pending.loop.call_soon(self._commit_on_loop, pending.loop)
+        return await pending.future  # type: ignore[misc]
 
     def submit(self, body: Mapping[str, Any]) -> tuple[str, asyncio.Future[Receipt]]:
         """Queue a receipt without waiting: it joins the next commit somebody waits on.
@@ -837,32 +892,83 @@ class ReceiptLog:
         flushes it.
         """
         pending = self._enqueue(body, urgent=False)
+        loop = pending.loop
+        assert loop is not None
+        if loop not in self._timers:
+            self._timers.add(loop)
+            loop.call_later(_LAZY_DELAY_S, self._lazy_due, loop)
         return pending.receipt_id, pending.future  # type: ignore[return-value]
 
-    def _enqueue(self, body: Mapping[str, Any], *, urgent: bool) -> _Pending:
+    def _enqueue(self, body: Mapping[str, Any], *, urgent: bool, wake: bool = False) -> _Pending:
+        """Queue a body from an event loop; unless ``wake``, a commit on that loop takes it."""
         plain = prepare_body(body)
         future: asyncio.Future[Receipt] = asyncio.get_running_loop().create_future()
-        pending = _Pending(plain, time.monotonic(), future.get_loop(), future, urgent=urgent)
-        self._submit(pending)
+        pending = _Pending(
+            plain, time.monotonic(), future.get_loop(), future, urgent=urgent, by_writer=wake
+        )
+        self._submit(pending, wake=wake)
         return pending
 
     def record_sync(self, body: Mapping[str, Any]) -> Receipt:
         """:meth:`record` for code without an event loop (blocks until committed)."""
         plain = prepare_body(body)
         future: concurrent.futures.Future[Receipt] = concurrent.futures.Future()
-        self._submit(_Pending(plain, time.monotonic(), None, future))
+        self._submit(_Pending(plain, time.monotonic(), None, future), wake=True)
         return future.result()
 
-    def _submit(self, pending: _Pending) -> None:
+    def _submit(self, pending: _Pending, *, wake: bool) -> None:
         with self._cond:
             if self._broken is not None:
                 raise AuditError(f"the audit log is unavailable: {self._broken}")
             if self._closing:
                 raise AuditError("the audit log is closed")
             self._queue.append(pending)
-            if len(self._queue) == 1 or len(self._queue) >= self._linger_for or pending.urgent:
-                # The writer waits for a first item, a full batch, or someone waiting.
+            if wake:
                 self._cond.notify()
+
+    # -- committing on the caller's event loop ---------------------------------------------
+
+    def _lazy_due(self, loop: asyncio.AbstractEventLoop) -> None:
+        with self._cond:
+            first = self._queue[0].enqueued if self._queue else None
+        wait = None if first is None else first + _LAZY_DELAY_S - time.monotonic()
+        if wait is not None and wait > 0.0005:
+            # The receipt that armed this timer left with a commit somebody waited on;
+            # the oldest one still queued has time left: no commit of its own yet.
+            loop.call_later(wait, self._lazy_due, loop)
+            return
+        self._timers.discard(loop)
+        if first is not None:
+            self._commit_on_loop(loop)
+
+    def _commit_on_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Commit everything queued, on this loop's thread; the writer's turn if it is busy."""
+        self._soon.discard(loop)
+        if not self._write_lock.acquire(blocking=False):
+            with self._cond:
+                self._handover = True
+                self._cond.notify()  # it finishes its batch, then takes the queue
+            return
+        try:
+            committed = False
+            while not self._closed and (batch := self._take()):
+                self._commit(batch)
+                committed = True
+            if committed:
+                self._maybe_checkpoint(force=False)
+        finally:
+            self._write_lock.release()
+        if committed and self._writer_idle:
+            with self._cond:
+                self._cond.notify()  # there is now something to checkpoint on its interval
+
+    def _take(self) -> list[_Pending]:
+        with self._cond:
+            size = min(len(self._queue), self._max_batch)
+            batch = [self._queue.popleft() for _ in range(size)]
+            if not self._queue:
+                self._handover = False
+            return batch
 
     @property
     def head(self) -> tuple[int, str | None]:
@@ -885,51 +991,49 @@ class ReceiptLog:
 
     def _run(self) -> None:
         try:
-            while True:
-                batch = self._next_batch()
-                if batch is None:
-                    break
-                if batch:
-                    self._commit(batch)
-                self._maybe_checkpoint(force=False)
-            if self._broken is None:
-                self._maybe_checkpoint(force=True)
+            while self._await_work():
+                with self._write_lock:
+                    batch = self._take()
+                    self._last_batch = len(batch) or self._last_batch
+                    if batch:
+                        self._commit(batch)
+                    self._maybe_checkpoint(force=False)
+            with self._write_lock:
+                if self._broken is None:
+                    self._maybe_checkpoint(force=True)
         except BaseException as exc:  # a bug here must not leave callers hanging
             logger.exception("receipt writer failed")
             self._fail_queued(f"receipt writer failed: {exc!r}")
 
-    def _next_batch(self) -> list[_Pending] | None:
-        """Wait for work; None when closing with nothing left, [] when a checkpoint is due."""
+    def _await_work(self) -> bool:
+        """Wait for a batch or a due checkpoint; False when closing with nothing left."""
         with self._cond:
-            while not self._queue:
+            while not self._writer_due():
                 if self._closing:
-                    return None
+                    return False
                 wait = self._checkpoint_wait()
                 if wait is not None and wait <= 0:
-                    return []
+                    return True
+                self._writer_idle = wait is None
                 self._cond.wait(wait)
-            # Receipts nobody waits on ride along with the next one somebody does:
-            # one fsync for both. They are never held longer than _LAZY_DELAY_S.
-            lazy_deadline = self._queue[0].enqueued + _LAZY_DELAY_S
-            while not self._closing and not any(p.urgent for p in self._queue):
-                remaining = lazy_deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                self._cond.wait(remaining)
+                self._writer_idle = False
             # Under concurrent load the last batch's size predicts who is about to
             # arrive; wait for them, but never past max_delay after the first item.
-            self._linger_for = min(self._max_batch, self._last_batch)
+            linger_for = min(self._max_batch, self._last_batch)
             deadline = self._queue[0].enqueued + self._max_delay
-            while len(self._queue) < self._linger_for and not self._closing:
+            while len(self._queue) < linger_for and not self._closing:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
                 self._cond.wait(remaining)
-            self._linger_for = 1
-            size = min(len(self._queue), self._max_batch)
-            batch = [self._queue.popleft() for _ in range(size)]
-        self._last_batch = size
-        return batch
+        return True
+
+    def _writer_due(self) -> bool:
+        """Whether the queue holds work for the writer (called holding ``_cond``)."""
+        if not self._queue:
+            return False
+        # Closing drains everything, whoever queued it.
+        return self._closing or self._handover or any(p.by_writer for p in self._queue)
 
     def _checkpoint_wait(self) -> float | None:
         if self._tree.size == self._checkpointed:
@@ -1020,7 +1124,7 @@ class ReceiptLog:
             self._cond.notify_all()
         if self._thread.is_alive():
             self._thread.join()
-        with self._cond:
+        with self._write_lock, self._cond:  # a loop's commit may still hold the lock
             self._closed = True
         try:
             self._store.close()

@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from . import telemetry
 from ._yaml import load_document
+from .audit import Durability
 from .canonical import canonical_json, digest
 from .errors import AttestationError, ConfigError, PyhallError, RegistryError
 from .layout import HallLayout
@@ -86,6 +87,9 @@ class AuditSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     enabled: bool = True
+    #: When a receipt counts as written: ``fsync`` (on disk, survives a power loss) or
+    #: ``os`` (handed to the operating system: survives the gateway's crash, not the machine's).
+    durability: Durability = "fsync"
     checkpoint_every: int = Field(default=1000, gt=0)
     checkpoint_interval_s: float = Field(default=30.0, gt=0)
 
@@ -308,6 +312,7 @@ class Hall:
         self.audit: ReceiptLog | None = None
         #: Blast already spent per client-supplied correlation id (bounded, oldest dropped).
         self._chain_blast: OrderedDict[str, int] = OrderedDict()
+        self._in_flight = 0  # calls being handled: a lone one commits its receipt on the loop
         self.approvals: ApprovalDesk | None = None  # opened with the audit log
         workspace = workspace_dir(layout, settings)
         self.workspace = str(workspace) if workspace else None
@@ -364,6 +369,7 @@ class Hall:
 
             self.audit = ReceiptLog.open(
                 self.layout,
+                durability=self.settings.audit.durability,
                 checkpoint_every=self.settings.audit.checkpoint_every,
                 checkpoint_interval_s=self.settings.audit.checkpoint_interval_s,
             )
@@ -467,6 +473,7 @@ class Hall:
         """Decide on one tool call and run it when allowed. Never raises (except cancellation)."""
         meta = meta or {}
         correlation_id = _meta_text(meta.get(META_CORRELATION_ID)) or str(uuid.uuid4())
+        self._in_flight += 1
         try:
             return await self._call(tool, arguments, meta, correlation_id, progress)
         except anyio.get_cancelled_exc_class():
@@ -495,6 +502,8 @@ class Hall:
                     )
                 )
             return CallOutcome("internal_error", tool, message, gov)
+        finally:
+            self._in_flight -= 1
 
     async def _call(
         self,
@@ -776,7 +785,9 @@ class Hall:
         """Make a receipt durable; return its id and hash for the governance record."""
         if self.audit is None:
             return {}
-        receipt = await self.audit.record(body)
+        # Alone, commit on the loop (no thread hand-off); with other calls in flight, let
+        # the writer thread commit while the loop serves them, and share its commits.
+        receipt = await self.audit.record(body, on_loop=self._in_flight <= 1)
         return {
             "receipt_id": receipt.receipt_id,
             "receipt_hash": receipt.receipt_hash,

@@ -216,6 +216,7 @@ class CountingStore:
     def __init__(self, inner: ReceiptStore) -> None:
         self.inner = inner
         self.batches: list[int] = []
+        self.threads: list[str] = []  # which thread committed each batch
         self.fail = 0
 
     def append_batch(self, records: Sequence[StoredRecord]) -> None:
@@ -224,6 +225,7 @@ class CountingStore:
             raise OSError("disk full (simulated)")
         self.inner.append_batch(records)
         self.batches.append(len(records))
+        self.threads.append(threading.current_thread().name)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
@@ -251,6 +253,53 @@ async def test_group_commit_keeps_order_and_answers_every_caller(layout: HallLay
     assert len(store.batches) < 400
     report = verify_log(layout)
     assert report.ok and report.count == 400
+
+
+async def test_a_lone_caller_commits_on_its_loop_and_a_turn_shares_one_commit(
+    layout: HallLayout,
+) -> None:
+    store = CountingStore(SQLiteReceiptStore(layout.audit_db))
+    here = threading.current_thread().name
+    async with ReceiptLog.open(layout, store=store) as log:
+        _, outcome = log.submit({"kind": "outcome", "status": "ok"})
+        first = await log.record(decision(0))
+        assert (await outcome).seq == first.seq - 1  # it rode along
+        # Callers that reach record() in the same turn of the loop share one commit.
+        together = await asyncio.gather(*(log.record(decision(n)) for n in range(1, 9)))
+        assert [r.seq for r in together] == list(range(first.seq + 1, first.seq + 9))
+    assert store.batches == [2, 8]
+    assert store.threads == [here, here], "no hand-off to the writer thread"
+    assert verify_log(layout).ok
+
+
+async def test_callers_that_know_of_others_hand_the_commit_to_the_writer(
+    layout: HallLayout,
+) -> None:
+    store = CountingStore(SQLiteReceiptStore(layout.audit_db))
+    async with ReceiptLog.open(layout, store=store) as log:
+        receipts = await asyncio.gather(
+            *(log.record(decision(n), on_loop=False) for n in range(12))
+        )
+        mixed = [await log.record(decision(20)), await log.record(decision(21), on_loop=False)]
+    assert sorted(r.seq for r in receipts) == list(range(1, 13))
+    assert [r.seq for r in mixed] == [13, 14]
+    assert store.threads[-1] == "pyhall-receipts"
+    assert store.threads[-2] == threading.current_thread().name
+    assert set(store.threads[:-2]) == {"pyhall-receipts"}
+    assert verify_log(layout).ok
+
+
+@pytest.mark.parametrize(("durability", "synchronous"), [("fsync", 2), ("os", 1)])
+def test_durability_sets_how_a_commit_reaches_the_disk(
+    layout: HallLayout, durability: str, synchronous: int
+) -> None:
+    with ReceiptLog.open(layout, durability=durability) as log:  # type: ignore[arg-type]
+        log.record_sync(decision(0))
+        conn = log._store._conn  # type: ignore[attr-defined]
+        assert conn.execute("PRAGMA synchronous").fetchone()[0] == synchronous
+    assert verify_log(layout).ok
+    with pytest.raises(ValueError, match="durability"):
+        SQLiteReceiptStore(layout.audit_db, durability="never")  # type: ignore[arg-type]
 
 
 async def test_a_receipt_is_durable_when_record_returns(layout: HallLayout) -> None:

@@ -199,6 +199,12 @@ _BAD_SETTINGS = {
         {},
         ["hall.yaml", "reload_interval_s"],
     ),
+    "durability": BadSetting(
+        ("audit:\n  enabled: true", "audit:\n  enabled: true\n  durability: sometimes"),
+        [],
+        {},
+        ["hall.yaml", "audit.durability"],
+    ),
     "environment": BadSetting(None, [], {"PYHALL_QOS": "P9"}, ["launch setting", "qos_class"]),
     "floor-variable": BadSetting(
         None, [], {"PYHALL_REQUIRE_SIGNATORY": "maybe"}, ["PYHALL_REQUIRE_SIGNATORY"]
