@@ -38,8 +38,8 @@ standard envelope from the stored signature without re-signing.
 
 Writes are group commits under one write lock that guards the store and the
 chain head: queued bodies are sealed in order, inserted in one transaction,
-committed (WAL, ``synchronous=FULL``), and only then are their callers
-answered. A caller on an event loop (the gateway) commits on that loop, at
+committed (WAL; fsynced unless the hall chose ``durability: os``), and only
+then are their callers answered. A caller on an event loop (the gateway) commits on that loop, at
 the end of the loop's current turn, with whatever else was queued by then:
 no thread hand-off on the way in or out, which is most of a receipt's
 latency when calls come one at a time. Receipts nobody waits on (outcomes)
@@ -723,7 +723,7 @@ class ReceiptLog:
         self._broken: str | None = None
         self._last_batch = 1
         self._handover = False  # a loop's commit could not get the lock: the writer takes over
-        # Owned by the writer thread once it runs.
+        # Guarded by _write_lock once the writer runs.
         self._head: tuple[int, str | None] = (0, None)
         self._head_key: str | None = None
         self._tree = MerkleFrontier()
