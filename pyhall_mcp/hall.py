@@ -27,6 +27,7 @@ import anyio
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from . import telemetry
+from ._schema import SchemaValidator
 from ._yaml import load_document
 from .audit import Durability
 from .canonical import canonical_json, digest
@@ -259,8 +260,8 @@ class _Served:
 
     record: WorkerRecord
     runner: Runner
-    validator: Any
-    output_validator: Any
+    validator: SchemaValidator
+    output_validator: SchemaValidator | None
 
 
 @dataclass
@@ -274,16 +275,6 @@ class CallOutcome:
     decision: RouteDecision | None = None
     value: dict[str, Any] | None = None
     errors: list[str] = field(default_factory=list)
-
-
-def _schema_errors(validator: Any, instance: Any) -> list[str]:
-    found = []
-    for error in sorted(validator.iter_errors(instance), key=lambda e: list(e.path)):
-        where = "/".join(str(p) for p in error.path) or "(arguments)"
-        found.append(f"{where}: {error.message[:200]}")
-        if len(found) >= _MAX_ERRORS:
-            break
-    return found
 
 
 class Hall:
@@ -723,7 +714,10 @@ class Hall:
             return ["(arguments): must be plain JSON (no NaN, integers within ±2^53)"]
         if size > self.settings.limits.max_argument_bytes:
             return [f"(arguments): larger than {self.settings.limits.max_argument_bytes} bytes"]
-        return _schema_errors(served.validator, dict(arguments))
+        plain = dict(arguments)
+        if served.validator.is_valid(plain):
+            return []
+        return served.validator.errors(plain, limit=_MAX_ERRORS) or ["(arguments): invalid"]
 
     def _check_result(self, served: _Served, result: WorkerResult) -> WorkerResult:
         if result.status != "ok":
@@ -738,7 +732,7 @@ class Hall:
         if (
             problem is None
             and served.output_validator is not None
-            and _schema_errors(served.output_validator, value)
+            and not served.output_validator.is_valid(value)
         ):
             problem = "The worker's result does not match its declared output schema."
         if problem is not None:
@@ -822,8 +816,6 @@ def _prepare_workers(
     layout: HallLayout, registry: Registry, config: HallConfig, trusted: Keyring
 ) -> tuple[dict[str, _Served], dict[str, str]]:
     """Runners, validators and (when required) verified attestations for served workers."""
-    from jsonschema import Draft202012Validator
-
     from .runners import build_runner
 
     served: dict[str, _Served] = {}
@@ -859,8 +851,8 @@ def _prepare_workers(
         served[record.tool.name] = _Served(
             record=record,
             runner=runner,
-            validator=Draft202012Validator(record.tool.input_schema),
-            output_validator=Draft202012Validator(output) if output else None,
+            validator=SchemaValidator(record.tool.input_schema),
+            output_validator=SchemaValidator(output) if output else None,
         )
     return served, failures
 

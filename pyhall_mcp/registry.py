@@ -97,12 +97,12 @@ class ToolSpec(BaseModel):
             return value
         if value.get("type") != "object":
             raise ValueError('must be a JSON Schema with "type": "object"')
-        from jsonschema import Draft202012Validator, SchemaError
+        from ._schema import check_schema
 
         try:
-            Draft202012Validator.check_schema(value)
-        except SchemaError as exc:
-            raise ValueError(f"is not a valid JSON Schema: {exc.message}") from None
+            check_schema(value)
+        except ValueError as exc:
+            raise ValueError(f"is not a valid JSON Schema: {exc}") from None
         return value
 
     @field_validator("annotations")

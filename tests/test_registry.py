@@ -209,6 +209,12 @@ def test_ordinary_unicode_and_newlines_in_descriptions_are_fine() -> None:
         ({"type": "object", "properties": {"x": {"type": "strng"}}}, "not a valid JSON Schema"),
         ({"type": "object", "required": "x"}, "not a valid JSON Schema"),
         ({"type": "object", "properties": {"x": {"minLength": -1}}}, "not a valid JSON Schema"),
+        # Nothing is fetched: an unknown meta-schema or a remote $ref is refused at load.
+        ({"$schema": "https://example.com/meta", "type": "object"}, "not a standard draft"),
+        (
+            {"type": "object", "properties": {"x": {"$ref": "https://example.com/x.json"}}},
+            "not a valid JSON Schema",
+        ),
     ],
 )
 def test_input_schema_must_be_a_valid_object_schema(schema: dict[str, Any], words: str) -> None:
