@@ -954,13 +954,12 @@ class ReceiptLog:
             while not self._closed and (batch := self._take()):
                 self._commit(batch)
                 committed = True
-            if committed:
-                self._maybe_checkpoint(force=False)
         finally:
             self._write_lock.release()
-        if committed and self._writer_idle:
+        if committed and (self._writer_idle or self._checkpoint_wait() == 0):
+            # Checkpoints are the writer's: signing one and its fsync stay off the loop.
             with self._cond:
-                self._cond.notify()  # there is now something to checkpoint on its interval
+                self._cond.notify()
 
     def _take(self) -> list[_Pending]:
         with self._cond:
@@ -1036,9 +1035,13 @@ class ReceiptLog:
         return self._closing or self._handover or any(p.by_writer for p in self._queue)
 
     def _checkpoint_wait(self) -> float | None:
-        if self._tree.size == self._checkpointed:
+        """Seconds until a checkpoint is due (0: now); None when there is nothing new."""
+        unsigned = self._tree.size - self._checkpointed
+        if unsigned == 0:
             return None
-        return self._checkpoint_at + self._interval - time.monotonic()
+        if unsigned >= self._every:
+            return 0
+        return max(0.0, self._checkpoint_at + self._interval - time.monotonic())
 
     def _commit(self, batch: list[_Pending]) -> None:
         if self._broken is not None:

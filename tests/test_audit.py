@@ -289,6 +289,31 @@ async def test_callers_that_know_of_others_hand_the_commit_to_the_writer(
     assert verify_log(layout).ok
 
 
+async def test_the_writer_signs_checkpoints_while_the_loop_commits(
+    layout: HallLayout, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pyhall_mcp.audit as audit_module
+
+    signers: list[str] = []
+    sign = audit_module.sign_checkpoint
+
+    def recording(*args: Any, **kwargs: Any) -> Any:
+        signers.append(threading.current_thread().name)
+        return sign(*args, **kwargs)
+
+    monkeypatch.setattr(audit_module, "sign_checkpoint", recording)
+    async with ReceiptLog.open(layout, checkpoint_every=10) as log:
+        for n in range(25):
+            await log.record(decision(n))
+        deadline = time.monotonic() + 5
+        while len(signers) < 2 and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        assert len(signers) >= 2, "no checkpoint once 10 and 20 receipts were in"
+    assert set(signers) == {"pyhall-receipts"}, "a checkpoint was signed on the event loop"
+    report = verify_log(layout)
+    assert report.ok and report.count == 25
+
+
 @pytest.mark.parametrize(("durability", "synchronous"), [("fsync", 2), ("os", 1)])
 def test_durability_sets_how_a_commit_reaches_the_disk(
     layout: HallLayout, durability: str, synchronous: int
