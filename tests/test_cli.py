@@ -204,6 +204,7 @@ def test_status_json(hall: Path) -> None:
     assert all(w["attestation"] == "verified" for w in workers.values())
     assert data["policy_version"].startswith("sha256:")
     assert "receipts" in data["audit"]
+    assert (data["audit"]["enabled"], data["audit"]["durability"]) == (True, "fsync")
 
 
 def test_conformance_full_then_lowered_with_reason(hall: Path) -> None:

@@ -62,7 +62,11 @@ def status(hall: Any) -> dict[str, Any]:
         "floors": hall.config.model_dump(exclude={"credential_issuers"}),
         "workers": workers,
         "quarantined": [p.describe() for p in hall.problems],
-        "audit": _audit(hall),
+        "audit": {
+            "enabled": hall.settings.audit.enabled,
+            "durability": hall.settings.audit.durability,
+            **_audit(hall),
+        },
         "pending_approvals": _pending(hall),
     }
 
@@ -130,7 +134,8 @@ def _render(data: dict[str, Any]) -> str:
     audit = data["audit"]
     head = audit.get("head")
     lines.append(
-        f"audit: {audit.get('receipts', '?')} receipts"
+        f"audit ({'durability ' + audit['durability'] if audit['enabled'] else 'off'}): "
+        f"{audit.get('receipts', '?')} receipts"
         + (f", head seq {head['seq']} {head['receipt_hash'][:16]}…" if head else "")
         + (f" ({audit['error']})" if "error" in audit else "")
     )
