@@ -906,24 +906,24 @@ class ReceiptLog:
         pending = _Pending(
             plain, time.monotonic(), future.get_loop(), future, urgent=urgent, by_writer=wake
         )
-        self._submit(pending, wake=wake)
+        self._submit(pending)
         return pending
 
     def record_sync(self, body: Mapping[str, Any]) -> Receipt:
         """:meth:`record` for code without an event loop (blocks until committed)."""
         plain = prepare_body(body)
         future: concurrent.futures.Future[Receipt] = concurrent.futures.Future()
-        self._submit(_Pending(plain, time.monotonic(), None, future), wake=True)
+        self._submit(_Pending(plain, time.monotonic(), None, future))
         return future.result()
 
-    def _submit(self, pending: _Pending, *, wake: bool) -> None:
+    def _submit(self, pending: _Pending) -> None:
         with self._cond:
             if self._broken is not None:
                 raise AuditError(f"the audit log is unavailable: {self._broken}")
             if self._closing:
                 raise AuditError("the audit log is closed")
             self._queue.append(pending)
-            if wake:
+            if pending.by_writer:
                 self._cond.notify()
 
     # -- committing on the caller's event loop ---------------------------------------------
