@@ -382,6 +382,53 @@ async def test_a_cancelled_caller_still_leaves_its_receipt(layout: HallLayout) -
     assert verify_log(layout).ok
 
 
+async def test_every_kind_of_caller_at_once_leaves_one_whole_chain(layout: HallLayout) -> None:
+    """Loop commits, writer commits, lazy receipts, threads and failing writes, interleaved."""
+    import random
+
+    rng = random.Random(7)
+    store = CountingStore(SQLiteReceiptStore(layout.audit_db))
+    written: list[Receipt] = []
+    failed = 0
+    lazy: list[asyncio.Future[Receipt]] = []
+    async with ReceiptLog.open(layout, store=store) as log:
+
+        async def caller(c: int) -> None:
+            nonlocal failed
+            for i in range(30):
+                if rng.random() < 0.3:
+                    lazy.append(log.submit({"kind": "outcome", "caller": c, "i": i})[1])
+                if rng.random() < 0.05:
+                    store.fail = 1
+                try:
+                    receipt = await asyncio.wait_for(
+                        log.record(decision(i, caller=c), on_loop=rng.random() < 0.5), 10
+                    )
+                except AuditError:
+                    failed += 1
+                    continue
+                written.append(receipt)
+                if rng.random() < 0.3:
+                    await asyncio.sleep(0)
+
+        def threaded(t: int) -> None:
+            nonlocal failed
+            for i in range(20):
+                try:
+                    written.append(log.record_sync(decision(i, thread=t)))
+                except AuditError:
+                    failed += 1
+
+        threads = [asyncio.to_thread(threaded, t) for t in range(2)]
+        await asyncio.gather(*(caller(c) for c in range(8)), *threads)
+        outcomes = await asyncio.wait_for(asyncio.gather(*lazy, return_exceptions=True), 10)
+    written += [r for r in outcomes if isinstance(r, Receipt)]
+    assert failed > 0, "no write failed: the test did not exercise recovery"
+    assert sorted(r.seq for r in written) == list(range(1, len(written) + 1))
+    report = verify_log(layout)
+    assert report.ok and report.count == len(written)
+
+
 def test_record_sync_from_many_threads(layout: HallLayout) -> None:
     with ReceiptLog.open(layout) as log:
         got: list[Receipt] = []
