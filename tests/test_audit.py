@@ -327,6 +327,32 @@ def test_durability_sets_how_a_commit_reaches_the_disk(
         SQLiteReceiptStore(layout.audit_db, durability="never")  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize(("durability", "synchronous"), [("fsync", 2), ("os", 1)])
+async def test_a_halls_durability_reaches_its_receipt_store(
+    gate_hall: Path, durability: str, synchronous: int
+) -> None:
+    from pyhall_mcp.hall import Hall
+
+    hall_yaml = gate_hall / "hall.yaml"
+    text = hall_yaml.read_text()
+    assert "audit:\n  enabled: true" in text
+    hall_yaml.write_text(
+        text.replace(
+            "audit:\n  enabled: true", f"audit:\n  enabled: true\n  durability: {durability}"
+        )
+    )
+    hall = Hall.load(gate_hall)
+    log = hall.open_audit()
+    try:
+        assert log is not None
+        outcome = await hall.call("echo", {"text": "x"})
+        assert outcome.status == "allowed"
+        conn = log._store._conn  # type: ignore[attr-defined]
+        assert conn.execute("PRAGMA synchronous").fetchone()[0] == synchronous
+    finally:
+        await hall.aclose()
+
+
 async def test_a_receipt_is_durable_when_record_returns(layout: HallLayout) -> None:
     async with ReceiptLog.open(layout) as log:
         for n in range(5):
