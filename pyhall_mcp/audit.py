@@ -604,8 +604,6 @@ class _Pending:
     future: asyncio.Future[Receipt] | concurrent.futures.Future[Receipt]
     #: Fixed when queued, so a caller that does not wait still knows it.
     receipt_id: str = field(default_factory=lambda: _new_receipt_id())
-    #: False when nobody waits on it: it rides along with the next urgent commit.
-    urgent: bool = True
     #: Committed by the writer thread; otherwise by a commit on its event loop.
     by_writer: bool = True
 
@@ -872,7 +870,7 @@ class ReceiptLog:
         fails (the caller must then deny). A caller cancelled while waiting does
         not withdraw its receipt: once queued it is written.
         """
-        pending = self._enqueue(body, urgent=True, wake=not on_loop)
+        pending = self._enqueue(body, by_writer=not on_loop)
         if not on_loop:
             return await pending.future  # type: ignore[misc]
         assert pending.loop is not None
@@ -891,7 +889,7 @@ class ReceiptLog:
         nobody waits on (an outcome, after the answer is sent); ``close``
         flushes it.
         """
-        pending = self._enqueue(body, urgent=False)
+        pending = self._enqueue(body)
         loop = pending.loop
         assert loop is not None
         if loop not in self._timers:
@@ -899,13 +897,11 @@ class ReceiptLog:
             loop.call_later(_LAZY_DELAY_S, self._lazy_due, loop)
         return pending.receipt_id, pending.future  # type: ignore[return-value]
 
-    def _enqueue(self, body: Mapping[str, Any], *, urgent: bool, wake: bool = False) -> _Pending:
-        """Queue a body from an event loop; unless ``wake``, a commit on that loop takes it."""
+    def _enqueue(self, body: Mapping[str, Any], *, by_writer: bool = False) -> _Pending:
+        """Queue a body from an event loop; unless ``by_writer``, a commit on that loop takes it."""
         plain = prepare_body(body)
         future: asyncio.Future[Receipt] = asyncio.get_running_loop().create_future()
-        pending = _Pending(
-            plain, time.monotonic(), future.get_loop(), future, urgent=urgent, by_writer=wake
-        )
+        pending = _Pending(plain, time.monotonic(), future.get_loop(), future, by_writer=by_writer)
         self._submit(pending)
         return pending
 
