@@ -52,9 +52,10 @@ class SchemaValidator:
             raise ValueError(
                 f"$schema {declared!r} is not a standard draft (2020-12 is the default)"
             )
+        plain = dict(schema)
         try:
-            jsonschema_rs.meta.validate(dict(schema))
-            self._validator = jsonschema_rs.validator_for(dict(schema), offline=True)
+            jsonschema_rs.meta.validate(plain)
+            self._validator = jsonschema_rs.validator_for(plain, offline=True)
         except (jsonschema_rs.ValidationError, jsonschema_rs.ReferencingError) as exc:
             raise ValueError(_first_line(exc)) from None
         self.is_valid = self._validator.is_valid
