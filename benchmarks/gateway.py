@@ -15,7 +15,10 @@ call at a time, then 8 in flight. It also serves the hall with ``audit.durabilit
 os`` (a commit reaches the OS, not the platter) and with receipts off, to show
 what the durable write costs. The servers of a table run side by side and
 are measured in alternating slices, so that load from elsewhere on the machine
-hits them alike; calls/s is total calls over total time.
+hits them alike; calls/s is total calls over total time; cpu us is the server
+process's CPU time per call (user + system, every thread, from Linux /proc): the
+baseline server is CPU-bound even one call at a time, so every microsecond of it
+shows in the round trip.
 ``--sdk`` adds the same measurement through the official ``mcp.Client`` in
 both eras. Cold start: spawn to the ``initialize`` response, median of N.
 ``--attestation``: the governed round trip with worker attestation on vs off
@@ -262,13 +265,38 @@ class RawClient:
 
 @dataclass
 class Run:
-    """One timed batch: calls per second and every call's latency in seconds."""
+    """One timed batch: calls per second, every call's latency in seconds, and the
+    server's CPU seconds spent meanwhile (None where the server's pid is unknown)."""
 
     rate: float
     latencies: list[float]
+    cpu_s: float | None = None
 
 
-async def timed(call: Callable[[str], Awaitable[None]], calls: int, in_flight: int) -> Run:
+Call = Callable[[str], Awaitable[None]]
+
+
+@dataclass
+class Session:
+    """One open connection: how to call the tool, and the server's pid when known."""
+
+    call: Call
+    pid: int | None = None
+
+
+def process_cpu_s(pid: int | None) -> float | None:
+    """User plus system CPU seconds of a process, all its threads (Linux /proc)."""
+    if pid is None:
+        return None
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def timed(session: Session, calls: int, in_flight: int) -> Run:
+    call = session.call
     latencies: list[float] = []
     remaining = itertools.count()
 
@@ -278,27 +306,30 @@ async def timed(call: Callable[[str], Awaitable[None]], calls: int, in_flight: i
             await call("Ada")
             latencies.append(time.perf_counter() - started)
 
+    cpu_before = process_cpu_s(session.pid)
     started = time.perf_counter()
     await asyncio.gather(*(lane() for _ in range(in_flight)))
-    return Run(calls / (time.perf_counter() - started), latencies)
+    elapsed = time.perf_counter() - started
+    cpu_after = process_cpu_s(session.pid)
+    cpu = None if cpu_before is None or cpu_after is None else cpu_after - cpu_before
+    return Run(calls / elapsed, latencies, cpu)
 
 
-Call = Callable[[str], Awaitable[None]]
-Opener = Callable[[ServerSpec, contextlib.AsyncExitStack], Awaitable[Call]]
+Opener = Callable[[ServerSpec, contextlib.AsyncExitStack], Awaitable[Session]]
 
 
 def raw_opener(log: Path) -> Opener:
-    async def open_raw(spec: ServerSpec, stack: contextlib.AsyncExitStack) -> Call:
+    async def open_raw(spec: ServerSpec, stack: contextlib.AsyncExitStack) -> Session:
         client = await RawClient.spawn(spec, log)
         stack.push_async_callback(client.close)
         await client.initialize()
-        return client.call
+        return Session(client.call, client.process.pid)
 
     return open_raw
 
 
 def sdk_opener(mode: str) -> Opener:
-    async def open_sdk(spec: ServerSpec, stack: contextlib.AsyncExitStack) -> Call:
+    async def open_sdk(spec: ServerSpec, stack: contextlib.AsyncExitStack) -> Session:
         from mcp import Client, StdioServerParameters
 
         params = StdioServerParameters(command=spec.argv[0], args=spec.argv[1:], env=_child_env())
@@ -310,7 +341,7 @@ def sdk_opener(mode: str) -> Opener:
             if result.is_error:
                 raise RuntimeError("the call failed")
 
-        return call
+        return Session(call)  # the SDK spawns the server: no pid, no CPU column
 
     return open_sdk
 
@@ -320,6 +351,7 @@ class Figures:
     rate: float  # calls / total time of the slices
     p50_ms: float
     p99_ms: float
+    cpu_us: float | None  # the server's CPU time per call, all threads
 
 
 def summarize(runs: list[Run]) -> Figures:
@@ -330,7 +362,9 @@ def summarize(runs: list[Run]) -> Figures:
 
     calls = sum(len(run.latencies) for run in runs)
     elapsed = sum(len(run.latencies) / run.rate for run in runs)
-    return Figures(calls / elapsed, at(0.50), at(0.99))
+    cpu = [run.cpu_s for run in runs]
+    cpu_us = None if None in cpu else sum(c for c in cpu if c is not None) / calls * 1e6
+    return Figures(calls / elapsed, at(0.50), at(0.99), cpu_us)
 
 
 async def compare(
@@ -340,12 +374,12 @@ async def compare(
     runs: dict[str, dict[int, list[Run]]] = {s.label: {1: [], IN_FLIGHT: []} for s in specs}
     async with contextlib.AsyncExitStack() as stack:
         sessions = {spec.label: await opener(spec, stack) for spec in specs}
-        for call in sessions.values():
-            await timed(call, warmup, IN_FLIGHT)
+        for session in sessions.values():
+            await timed(session, warmup, IN_FLIGHT)
         for n in (1, IN_FLIGHT):
             for _ in range(slices):
-                for label, call in sessions.items():
-                    runs[label][n].append(await timed(call, max(1, calls // slices), n))
+                for label, session in sessions.items():
+                    runs[label][n].append(await timed(session, max(1, calls // slices), n))
     return runs
 
 
@@ -498,10 +532,11 @@ def print_table(
 ) -> None:
     """Totals per row, the time ratio to the baseline, and the median of the per-slice
     ratios (each slice paired with the baseline's slice run just before it: the least
-    disturbed estimate on a shared machine). The verdict goes by the paired median."""
+    disturbed estimate on a shared machine). The verdict goes by the paired median.
+    ``cpu us``: the server process's CPU time per call, all threads, where known."""
     print(f"\n{title}")
     header = f"  {'server':<34} {'in flight':>9} {'calls/s':>9} {'p50 ms':>8} {'p99 ms':>8} "
-    print(header + f"{'time ratio':>10} {'paired':>7}")
+    print(header + f"{'cpu us':>7} {'time ratio':>10} {'paired':>7}")
     for label, by_n in runs.items():
         for n, batch in by_n.items():
             fig, base = summarize(batch), summarize(runs[baseline][n])
@@ -512,9 +547,10 @@ def print_table(
             mark = ""
             if target is not None and label != baseline:
                 mark = "  ok" if paired <= target else f"  OVER {target}x"
+            cpu = "-" if fig.cpu_us is None else f"{fig.cpu_us:.0f}"
             print(
                 f"  {label:<34} {n:>9} {fig.rate:>9.0f} {fig.p50_ms:>8.2f} {fig.p99_ms:>8.2f} "
-                f"{ratio:>9.2f}x {paired:>6.2f}x{mark}"
+                f"{cpu:>7} {ratio:>9.2f}x {paired:>6.2f}x{mark}"
             )
 
 
