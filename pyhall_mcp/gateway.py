@@ -39,6 +39,7 @@ __all__ = ["DENIED_CODE", "HELD_CODE", "Gateway", "build_server", "main"]
 DENIED_CODE = -31001
 HELD_CODE = -31002
 INVALID_PARAMS = -32602
+_EOF_GRACE_S = 5.0
 
 _INSTRUCTIONS = (
     "Every tool here is governed by a WCP hall: each call is routed, checked against "
@@ -161,6 +162,9 @@ class Gateway:
             is_error=True,
             _meta=gov,
         )
+
+    def longest_timeout_s(self) -> float:
+        return max((record.timeout_s for record in self.hall.tools()), default=0.0)
 
     def _remember(self, ctx: ServerRequestContext[Any]) -> None:
         self._session = ctx.session
@@ -292,17 +296,65 @@ def build_server(gateway: Gateway, *, watch: bool = True) -> Server[Any]:
     return server
 
 
-class _AnswerMalformed:
-    """The stdio read stream, answering lines that are not JSON-RPC.
+class _Ledger:
+    """The requests the client is owed an answer to, and those the server awaits from it.
 
-    The SDK drops such a line silently; JSON-RPC 2.0 wants a -32700 (not JSON)
-    or -32600 (JSON, but not a message) error with a null id. Everything else
-    passes through unchanged (other attributes, e.g. ``last_context``, delegate).
+    At the end of input the SDK cancels every handler still running, so a call whose
+    worker had already run would lose its answer although its receipts say it ran (a
+    client that writes its requests and closes stdin, as ``printf ... | pyhall-mcp``
+    does). The read side therefore holds the end of input back until every request is
+    answered, or only requests waiting on the client (which can no longer answer)
+    remain, or ``grace_s`` has passed.
     """
 
-    def __init__(self, inner: Any, write: Any) -> None:
+    def __init__(self, grace_s: float) -> None:
+        self.grace_s = grace_s
+        self._owed: set[types.RequestId] = set()
+        self._awaited: set[types.RequestId] = set()
+        self._changed = anyio.Event()
+
+    def received(self, message: Any) -> None:
+        if isinstance(message, types.JSONRPCRequest):
+            self._owed.add(message.id)
+        elif isinstance(message, types.JSONRPCNotification):
+            if message.method == "notifications/cancelled":
+                # a cancelled request gets no answer
+                self._settle(self._owed, (message.params or {}).get("requestId"))
+        elif isinstance(message, types.JSONRPCResponse | types.JSONRPCError):
+            self._settle(self._awaited, message.id)
+
+    def sent(self, message: Any) -> None:
+        if isinstance(message, types.JSONRPCRequest):
+            self._awaited.add(message.id)
+        elif isinstance(message, types.JSONRPCResponse | types.JSONRPCError):
+            self._settle(self._owed, message.id)
+
+    def _settle(self, ids: set[types.RequestId], request_id: Any) -> None:
+        with contextlib.suppress(TypeError):  # an unhashable id was never recorded
+            ids.discard(request_id)
+        self._changed.set()
+        self._changed = anyio.Event()
+
+    async def drained(self) -> None:
+        """Return once nothing more can be answered (or after ``grace_s``)."""
+        with anyio.move_on_after(self.grace_s):
+            while len(self._owed) > len(self._awaited):
+                await self._changed.wait()
+
+
+class _ClientStream:
+    """The stdio read stream: answers lines that are not JSON-RPC, and finishes what it began.
+
+    The SDK drops a line that is not JSON-RPC silently; JSON-RPC 2.0 wants a -32700
+    (not JSON) or -32600 (JSON, but not a message) error with a null id. At the end
+    of input it waits for :class:`_Ledger` to drain. Everything else passes through
+    unchanged (other attributes, e.g. ``last_context``, delegate).
+    """
+
+    def __init__(self, inner: Any, write: Any, ledger: _Ledger) -> None:
         self._inner = inner
         self._write = write
+        self._ledger = ledger
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
@@ -311,8 +363,13 @@ class _AnswerMalformed:
         from mcp.shared.message import SessionMessage
 
         while True:
-            item = await self._inner.receive()
+            try:
+                item = await self._inner.receive()
+            except anyio.EndOfStream:
+                await self._ledger.drained()
+                raise
             if not isinstance(item, Exception):
+                self._ledger.received(item.message)
                 return item
             errors = getattr(item, "errors", lambda: [])()
             not_json = bool(errors) and errors[0].get("type") == "json_invalid"
@@ -324,7 +381,7 @@ class _AnswerMalformed:
                 SessionMessage(types.JSONRPCError(jsonrpc="2.0", id=None, error=error))
             )
 
-    def __aiter__(self) -> _AnswerMalformed:
+    def __aiter__(self) -> _ClientStream:
         return self
 
     async def __anext__(self) -> Any:
@@ -333,11 +390,33 @@ class _AnswerMalformed:
         except (anyio.EndOfStream, anyio.ClosedResourceError):
             raise StopAsyncIteration from None
 
-    async def __aenter__(self) -> _AnswerMalformed:
+    async def __aenter__(self) -> _ClientStream:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self._inner.aclose()
+
+
+class _ServerStream:
+    """The stdio write stream, telling :class:`_Ledger` what has been answered."""
+
+    def __init__(self, inner: Any, ledger: _Ledger) -> None:
+        self._inner = inner
+        self._ledger = ledger
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    async def send(self, item: Any) -> None:
+        await self._inner.send(item)
+        self._ledger.sent(item.message)
+
+    async def __aenter__(self) -> _ServerStream:
+        await self._inner.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> Any:
+        return await self._inner.__aexit__(*exc_info)
 
 
 async def serve_stdio(gateway: Gateway) -> None:
@@ -349,9 +428,11 @@ async def serve_stdio(gateway: Gateway) -> None:
         # killed and reaped, outcome receipts written and a final checkpoint signed.
         tasks.start_soon(_stop_on_signal, gateway, tasks.cancel_scope)
         async with stdio_server() as (read, write):
+            # at the end of input, in-flight calls get as long as the slowest worker may run
+            ledger = _Ledger(grace_s=gateway.longest_timeout_s() + _EOF_GRACE_S)
             await server.run(
-                _AnswerMalformed(read, write),
-                write,
+                _ClientStream(read, write, ledger),
+                _ServerStream(write, ledger),
                 server.create_initialization_options(NotificationOptions(tools_changed=True)),
             )
         tasks.cancel_scope.cancel()

@@ -157,6 +157,40 @@ def test_malformed_lines_get_jsonrpc_errors_and_stdout_stays_protocol(
     assert "Traceback" not in b"".join(gateway.lines).decode()
 
 
+def test_calls_in_flight_at_end_of_input_are_still_answered(
+    gate_hall: Path, tmp_path: Path
+) -> None:
+    """A client that writes its requests and closes stdin still gets every answer.
+
+    The SDK cancels handlers at the end of input; the worker of such a call may
+    already have run (its receipts say so), so its answer must not be dropped.
+    """
+    gateway = RawGateway(gate_hall, "--state-dir", str(tmp_path / "state"))
+    try:
+        assert "result" in gateway.request(_INITIALIZE)
+        gateway.send({"jsonrpc": "2.0", "method": "notifications/initialized"})
+        calls = {
+            "hang": {"name": "hang", "arguments": {"pidfile": "hang.pid"}},  # times out at 1 s
+            "echo": {"name": "echo", "arguments": {"text": "still here"}},
+            "cancelled": {"name": "sleep", "arguments": {"pidfile": "sleep.pid"}},
+        }
+        for request_id, params in calls.items():
+            gateway.send(
+                {"jsonrpc": "2.0", "id": request_id, "method": "tools/call", "params": params}
+            )
+        cancel = {"requestId": "cancelled", "reason": "the user gave up"}
+        gateway.send({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": cancel})
+    finally:
+        code = gateway.close()
+
+    assert code == 0
+    answers = {m.get("id"): m for m in map(json.loads, gateway.lines) if "id" in m}
+    assert answers["hang"]["result"]["isError"] is True
+    assert "timed out" in answers["hang"]["result"]["content"][0]["text"]
+    assert answers["echo"]["result"]["structuredContent"] == {"text": "still here"}
+    assert "cancelled" not in answers  # a cancelled request is not answered, nor waited for
+
+
 def test_invalid_configuration_refuses_to_start(gate_hall: Path, tmp_path: Path) -> None:
     hall_yaml = gate_hall / "hall.yaml"
     hall_yaml.write_text(hall_yaml.read_text().replace("env: dev", "env: production"))
