@@ -33,7 +33,7 @@ from .errors import ConfigError, PyhallError
 from .hall import META_GOVERNANCE, CallOutcome, Hall, overrides_from_environ
 from .otel import annotate_current_span, configure_tracing
 
-__all__ = ["DENIED_CODE", "HELD_CODE", "Gateway", "build_server", "main"]
+__all__ = ["DENIED_CODE", "HELD_CODE", "Gateway", "build_server", "check_launch", "main"]
 
 #: JSON-RPC error codes of ``--deny-mode jsonrpc`` (outside the SDK's -32000..-32099).
 DENIED_CODE = -31001
@@ -542,18 +542,33 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def check_launch(argv: Sequence[str]) -> Hall:
+    """The hall ``pyhall-mcp ARGV`` would serve; raises what would stop it from starting
+    (``ConfigError`` naming the file or setting, ``PyhallError``). For commands that
+    start a gateway, so the user reads the reason and not a broken connection."""
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit:
+        raise ConfigError("the gateway's arguments are invalid (see the message above)") from None
+    return _load(args)[0]
+
+
+def _load(args: argparse.Namespace) -> tuple[Hall, dict[str, Any]]:
+    from .layout import hall_dir_from
+
+    overrides = _overrides(args)
+    hall = Hall.load(hall_dir_from(args.hall), overrides=overrides, state_dir=args.state_dir)
+    return hall, overrides
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.record:  # serve from a child process behind the recording relay
         from .traces import record_gateway
 
         return record_gateway(args.record, sys.argv[1:] if argv is None else argv)
-    from .layout import default_hall_dir
-
-    root = Path(args.hall).expanduser() if args.hall else default_hall_dir()
     try:
-        overrides = _overrides(args)
-        hall = Hall.load(root, overrides=overrides, state_dir=args.state_dir)
+        hall, overrides = _load(args)
         if args.check:
             sys.stderr.write(
                 f"pyhall-mcp: hall {hall.layout.root} OK: {len(hall.served)} "

@@ -138,6 +138,18 @@ _ENV_SETTINGS = {
     "PYHALL_DENY_MODE": "deny_mode",
     "PYHALL_EVENTS": "events",
 }
+#: The ``pyhall-mcp`` flag of each launch setting, for error messages.
+_FLAGS = {
+    "env": "--env",
+    "tenant_id": "--tenant",
+    "tenant_risk": "--tenant-risk",
+    "qos_class": "--qos",
+    "data_label": "--data-label",
+    "deny_mode": "--deny-mode",
+    "events": "--events",
+}
+#: Where hall.yaml, rules, worker records and policies are described.
+_REFERENCE = "docs/reference.md"
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
@@ -183,7 +195,7 @@ def load_settings(layout: HallLayout, overrides: Mapping[str, Any]) -> HallSetti
         )
     doc = load_document(layout.hall_yaml) or {}
     if not isinstance(doc, dict):
-        raise ConfigError("expected a mapping", file=source, fix="see the README for hall.yaml")
+        raise ConfigError("expected a mapping", file=source, fix=f"see {_REFERENCE}#hallyaml")
     floors = {"enforce_policy_gate": True, **(doc.get("floors") or {})}
     merged = {**doc, **{k: v for k, v in overrides.items() if k != "floors"}}
     merged["floors"] = {**floors, **(overrides.get("floors") or {})}
@@ -191,14 +203,33 @@ def load_settings(layout: HallLayout, overrides: Mapping[str, Any]) -> HallSetti
         return HallSettings.model_validate(merged)
     except ValidationError as exc:
         first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        origin = "launch setting" if where.split(".")[0] in overrides else source
+        path = [str(p) for p in first["loc"]]
+        launch = _launch_origin(path, overrides)
         raise ConfigError(
             first["msg"].removeprefix("Value error, "),
-            file=origin,
-            location=where,
-            fix="correct the value (see the README's hall.yaml reference)",
+            file=launch or source,
+            location=".".join(path),
+            fix=f"correct {'it' if launch else 'the value'}; see {_REFERENCE}#hallyaml",
         ) from None
+
+
+def _launch_origin(path: list[str], overrides: Mapping[str, Any]) -> str | None:
+    """The flag or variable that set the launch override at ``path``; None when the
+    value came from hall.yaml."""
+    if path[0] == "floors" and len(path) > 1:
+        given = overrides.get("floors") or {}
+        name = path[1]
+        var, flag = f"PYHALL_{name.upper()}", f"--floor {name}=..."
+    else:
+        given, name = overrides, path[0]
+        var = next((v for v, key in _ENV_SETTINGS.items() if key == name), "")
+        flag = _FLAGS.get(name, "")
+    if name not in given:
+        return None
+    in_environ = bool(os.environ.get(var))
+    if in_environ and (not flag or str(given[name]).lower() == os.environ[var].strip().lower()):
+        return f"environment variable {var}"
+    return f"launch flag {flag}" if flag else f"environment variable {var}"
 
 
 def policy_for(
@@ -319,12 +350,7 @@ class Hall:
     ) -> Hall:
         """Load and validate a hall directory; ``ConfigError`` on anything invalid."""
         layout = HallLayout.for_hall(root, state_dir)
-        if not layout.root.is_dir():
-            raise ConfigError(
-                "hall directory not found",
-                file=str(layout.root),
-                fix="pass an existing directory to --hall",
-            )
+        layout.check()
         settings = load_settings(layout, overrides or {})
         rules = load_rule_set(rule_files(layout, settings.rules))
         if settings.env in ("prod", "edge") and rules.shadowed:

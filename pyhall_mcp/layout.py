@@ -14,7 +14,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["HallLayout", "bundled_demo_hall", "default_hall_dir"]
+from .errors import ConfigError
+
+__all__ = ["HallLayout", "bundled_demo_hall", "default_hall_dir", "hall_dir_from"]
 
 
 _PACKAGED_DEMO = Path(__file__).resolve().parent / "demo_hall"
@@ -29,30 +31,77 @@ def bundled_demo_hall() -> Path:
 
 def default_hall_dir() -> Path:
     """``$PYHALL_HALL`` if set, else the bundled demo hall."""
-    env = os.environ.get("PYHALL_HALL")
-    return Path(env).expanduser() if env else bundled_demo_hall()
+    env = _named_path(os.environ.get("PYHALL_HALL"), "PYHALL_HALL")
+    return env if env is not None else bundled_demo_hall()
+
+
+def hall_dir_from(chosen: str | None, source: str = "--hall") -> Path:
+    """The hall ``--hall`` names, else :func:`default_hall_dir`."""
+    path = _named_path(chosen, source)
+    return path if path is not None else default_hall_dir()
+
+
+def _named_path(value: str | None, source: str) -> Path | None:
+    """``value`` as a path; None when not given. An empty value is an error, not a
+    default: a blank variable in a script must not open some other hall."""
+    if value is None:
+        return None
+    if not value.strip():
+        raise ConfigError(
+            "is set but empty",
+            location=source,
+            fix=f"name a directory, or leave {source} out to use the default",
+        )
+    return Path(value).expanduser()
 
 
 @dataclass(frozen=True)
 class HallLayout:
     root: Path
     state_dir: Path
+    state_source: str = "the state directory"  # what chose it, for error messages
 
     @classmethod
     def for_hall(cls, root: str | Path, state_dir: str | Path | None = None) -> HallLayout:
         root = Path(root).expanduser().resolve()
-        chosen = state_dir or os.environ.get("PYHALL_STATE_DIR")
-        if chosen:
-            state = Path(chosen).expanduser()
-        elif root == _PACKAGED_DEMO.resolve():
-            # The demo hall inside an installed package is not ours to write into.
-            base = os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state"
-            state = Path(base) / "pyhall-mcp" / "demo-hall"
+        if state_dir is not None:
+            source = "--state-dir"
+            state = _named_path(str(state_dir), source)
         else:
-            state = Path(".pyhall")
+            source = "PYHALL_STATE_DIR"
+            state = _named_path(os.environ.get(source), source)
+        if state is None:
+            source = "the state directory (default .pyhall in the hall)"
+            if root == _PACKAGED_DEMO.resolve():
+                # The demo hall inside an installed package is not ours to write into.
+                base = os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state"
+                state = Path(base) / "pyhall-mcp" / "demo-hall"
+            else:
+                state = Path(".pyhall")
         if not state.is_absolute():
             state = root / state
-        return cls(root=root, state_dir=state)
+        return cls(root=root, state_dir=state, state_source=source)
+
+    def check(self) -> None:
+        """``ConfigError`` unless the hall is a directory and the state directory is, or
+        can become, a writable one. Creates nothing: a read-only command leaves no trace."""
+        if not self.root.is_dir():
+            what = "is not a directory" if self.root.exists() else "hall directory not found"
+            raise ConfigError(what, file=str(self.root), fix="pass a hall directory to --hall")
+        path = self.state_dir
+        while not path.exists() and path != path.parent:
+            path = path.parent  # the nearest existing ancestor would hold it
+        problem = None
+        if not path.is_dir():
+            problem = f"{path} is not a directory"
+        elif not os.access(path, os.W_OK | os.X_OK):
+            problem = f"{path} is not writable"
+        if problem:
+            raise ConfigError(
+                f"cannot hold the hall's state ({self.state_dir}): {problem}",
+                location=self.state_source,
+                fix="point it at a writable directory, where receipts, keys and approvals can live",
+            )
 
     # configuration (version-controlled)
     @property

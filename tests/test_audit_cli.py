@@ -143,5 +143,5 @@ def test_export_writes_verifiable_dsse_envelopes(hall, tmp_path: Path) -> None:
 def test_commands_on_a_missing_hall_fail_cleanly(tmp_path: Path) -> None:
     result = pyhall("audit", "verify", "--hall", str(tmp_path / "nowhere"))
     assert result.returncode == 3
-    assert "no hall directory" in result.stderr and "Traceback" not in result.stderr
+    assert "hall directory not found" in result.stderr and "Traceback" not in result.stderr
     assert pyhall("audit", "export", "--hall", str(tmp_path)).returncode == 2  # --dsse required

@@ -295,6 +295,64 @@ def test_call_through_a_real_gateway(hall: Path) -> None:
     assert bad_args.returncode == 2
 
 
+def test_call_and_demo_on_a_hall_the_gateway_refuses(hall: Path, tmp_path: Path) -> None:
+    broken = tmp_path / "broken"
+    assert pyhall("init", str(broken), "--from", str(hall)).returncode == 0
+    hall_yaml = broken / "hall.yaml"
+    hall_yaml.write_text(hall_yaml.read_text().replace("env: dev", "env: production"))
+    for command in (["call", "greet", "--args", '{"name": "Ada"}'], ["demo"]):
+        result = pyhall(*command, "--hall", str(broken), "--json")
+        assert result.returncode == 3, result.stderr
+        no_traceback(result)
+        error = as_json(result)
+        assert error["details"]["file"] == str(hall_yaml)  # the user's file, not a copy
+        assert error["details"]["location"] == "env"
+    flag = pyhall("call", "greet", "--hall", str(hall), "--floor", "garbage")
+    assert flag.returncode == 3 and "--floor 'garbage'" in flag.stderr
+    no_traceback(flag)
+
+
+def test_unusable_hall_and_state_paths_are_configuration_errors(
+    hall: Path, tmp_path: Path
+) -> None:
+    a_file = tmp_path / "a-file"
+    a_file.write_text("not a directory\n")
+    cases = [
+        (["status", "--hall", ""], {}, "--hall: is set but empty"),
+        (["status"], {"PYHALL_HALL": ""}, "PYHALL_HALL: is set but empty"),
+        (["status", "--hall", str(hall)], {"PYHALL_STATE_DIR": str(a_file)}, "PYHALL_STATE_DIR"),
+        (
+            ["approvals", "list", "--hall", str(hall), "--state-dir", str(a_file)],
+            {},
+            "--state-dir",
+        ),
+        (["init", str(a_file)], {}, str(a_file)),
+    ]
+    for argv, env, named in cases:
+        result = pyhall(*argv, env=env)
+        assert result.returncode == 3, (argv, result.stderr)
+        assert named in result.stderr, (argv, result.stderr)
+        no_traceback(result)
+
+
+def test_unexpected_failures_are_reported_without_a_traceback(hall: Path) -> None:
+    closed = subprocess.run(  # stdout closed: the command cannot even print
+        [*PYHALL, "status", "--hall", str(hall)],
+        capture_output=False,
+        stdout=None,
+        stderr=subprocess.PIPE,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        close_fds=True,
+        preexec_fn=lambda: os.close(1),
+        env={k: v for k, v in os.environ.items() if not k.startswith("PYHALL_")},
+        timeout=60,
+    )
+    assert closed.returncode == 4
+    assert closed.stderr.startswith("pyhall: error: internal error")
+    assert "Traceback" not in closed.stderr
+
+
 def test_demo_shows_every_outcome(hall: Path) -> None:
     result = pyhall("demo", "--hall", str(hall), "--json", timeout=120)
     data = as_json(result)

@@ -239,11 +239,33 @@ _BAD_SETTINGS = {
         {},
         ["hall.yaml", "audit.durability"],
     ),
-    "environment": BadSetting(None, [], {"PYHALL_QOS": "P9"}, ["launch setting", "qos_class"]),
+    "environment": BadSetting(
+        None, [], {"PYHALL_QOS": "P9"}, ["environment variable PYHALL_QOS", "qos_class"]
+    ),
+    "flag": BadSetting(None, ["--tenant", ""], {}, ["launch flag --tenant", "tenant_id"]),
     "floor-variable": BadSetting(
         None, [], {"PYHALL_REQUIRE_SIGNATORY": "maybe"}, ["PYHALL_REQUIRE_SIGNATORY"]
     ),
-    "floor-flag": BadSetting(None, ["--floor", "no_such_floor=true"], {}, ["no_such_floor"]),
+    "floor-variable-range": BadSetting(
+        None,
+        [],
+        {"PYHALL_BLAST_GATE_THRESHOLD": "900"},
+        ["environment variable PYHALL_BLAST_GATE_THRESHOLD", "floors.blast_gate_threshold"],
+    ),
+    "floor-flag": BadSetting(
+        None, ["--floor", "no_such_floor=true"], {}, ["launch flag --floor no_such_floor"]
+    ),
+    # a bad floor in hall.yaml is the file's, even while another floor comes from the launch
+    "floor-in-file": BadSetting(
+        ("enforce_policy_gate: true", "enforce_policy_gate: maybe"),
+        ["--floor", "require_signatory=false"],
+        {},
+        ["hall.yaml", "floors.enforce_policy_gate"],
+    ),
+    "empty-hall": BadSetting(None, ["--hall", ""], {}, ["--hall", "empty"]),
+    "state-dir": BadSetting(
+        None, [], {"PYHALL_STATE_DIR": os.devnull}, ["PYHALL_STATE_DIR", "not a directory"]
+    ),
 }
 
 

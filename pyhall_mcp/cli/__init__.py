@@ -93,6 +93,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except OSError as exc:  # the machine said no: a full disk, a missing directory, rights
+        where = f"{exc.filename}: " if exc.filename else ""
+        _last_words(args, f"{where}{exc.strerror or exc}", EXIT_CONFIG)
+        return EXIT_CONFIG
+    except Exception as exc:  # the last line of defence: say what, not how
+        _last_words(args, f"internal error ({type(exc).__name__}: {exc})", EXIT_INTERNAL)
+        return EXIT_INTERNAL
+
+
+def _last_words(args: argparse.Namespace, message: str, code: int) -> None:
+    """Report an error the command did not expect, even when stdout is gone."""
+    try:
+        emit_error(args, message, code=code)
+    except (OSError, ValueError, AttributeError):  # stdout closed or full: stderr alone
+        if sys.stderr is not None:
+            sys.stderr.write(f"pyhall: error: {message}\n")
 
 
 def entrypoint() -> None:  # pragma: no cover - console script shim

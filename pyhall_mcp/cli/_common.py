@@ -6,7 +6,10 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..layout import HallLayout
 
 EXIT_OK = 0
 EXIT_NO = 1  # the answer is no: denied, invalid, does not verify
@@ -47,10 +50,19 @@ def add_json_arg(parser: argparse.ArgumentParser) -> None:
 
 
 def hall_dir(args: argparse.Namespace) -> Path:
-    from ..layout import default_hall_dir
+    from ..layout import hall_dir_from
 
-    chosen = getattr(args, "hall", None)
-    return Path(chosen).expanduser().resolve() if chosen else default_hall_dir()
+    return hall_dir_from(getattr(args, "hall", None)).resolve()
+
+
+def hall_layout(args: argparse.Namespace) -> HallLayout:
+    """Where the hall --hall names keeps things (and ``--state-dir``, where a command
+    has it); ``ConfigError`` unless both directories are usable."""
+    from ..layout import HallLayout
+
+    layout = HallLayout.for_hall(hall_dir(args), getattr(args, "state_dir", None))
+    layout.check()
+    return layout
 
 
 def emit(args: argparse.Namespace, data: Any, text: str | None = None) -> None:

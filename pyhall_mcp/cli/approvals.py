@@ -25,7 +25,7 @@ from ._common import (
     add_hall_arg,
     add_json_arg,
     emit,
-    hall_dir,
+    hall_layout,
 )
 
 __all__ = ["register"]
@@ -73,17 +73,13 @@ def _common(parser: argparse.ArgumentParser) -> None:
     add_json_arg(parser)
 
 
-def _layout(args: argparse.Namespace) -> Any:
-    from ..layout import HallLayout
-
-    return HallLayout.for_hall(hall_dir(args), args.state_dir)
 
 
 def _store(args: argparse.Namespace, *, create: bool) -> Any:
     """The hall's approvals store; None when it does not exist and ``create`` is false."""
     from ..approvals import ApprovalStore
 
-    layout = _layout(args)
+    layout = hall_layout(args)
     if not create and not layout.approvals_db.exists():
         return None
     return ApprovalStore.open(layout.approvals_db)
@@ -183,7 +179,7 @@ def run_decide(args: argparse.Namespace) -> int:
             )
         except ApprovalError as exc:
             raise CommandFailed(str(exc), EXIT_NO) from None
-        receipted = _receipt_now(_layout(args), store)
+        receipted = _receipt_now(hall_layout(args), store)
     finally:
         store.close()
     item = approval.as_dict(store.now_us())

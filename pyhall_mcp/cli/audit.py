@@ -28,14 +28,13 @@ from ..errors import IntegrityError
 from ..layout import HallLayout
 from ..signing import Keyring
 from ._common import (
-    EXIT_CONFIG,
     EXIT_NO,
     EXIT_USAGE,
     CommandFailed,
     add_hall_arg,
     add_json_arg,
     emit,
-    hall_dir,
+    hall_layout,
 )
 
 __all__ = ["register"]
@@ -110,11 +109,6 @@ def _common_args(parser: argparse.ArgumentParser) -> None:
     add_json_arg(parser)
 
 
-def _layout(args: argparse.Namespace) -> HallLayout:
-    root = hall_dir(args)
-    if not root.is_dir():
-        raise CommandFailed(f"no hall directory at {root}", EXIT_CONFIG)
-    return HallLayout.for_hall(root)
 
 
 def _open_store(layout: HallLayout) -> SQLiteReceiptStore | None:
@@ -148,7 +142,7 @@ def _progress_printer() -> Callable[[int, int], None]:
 
 
 def run_verify(args: argparse.Namespace) -> int:
-    layout = _layout(args)
+    layout = hall_layout(args)
     keyring = Keyring.load(args.keyring, missing_ok=False) if args.keyring else None
     report = verify_log(layout, keyring=keyring, progress=_progress_printer())
     data = report.as_dict()
@@ -222,7 +216,7 @@ def _print_receipts(args: argparse.Namespace, receipts: Iterator[Receipt]) -> in
 def run_tail(args: argparse.Namespace) -> int:
     if args.n < 0:
         raise CommandFailed("-n must be zero or more", EXIT_USAGE)
-    layout = _layout(args)
+    layout = hall_layout(args)
     store = _open_store(layout)
     last = 0
     try:
@@ -249,7 +243,7 @@ def run_tail(args: argparse.Namespace) -> int:
 
 
 def run_show(args: argparse.Namespace) -> int:
-    layout = _layout(args)
+    layout = hall_layout(args)
     store = _open_store(layout)
     record = None
     if store is not None:
@@ -280,7 +274,7 @@ def run_show(args: argparse.Namespace) -> int:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    layout = _layout(args)
+    layout = hall_layout(args)
     store = _open_store(layout)
     out = Path(args.out) if args.out else None
     count = 0

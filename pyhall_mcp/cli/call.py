@@ -82,10 +82,12 @@ def run(args: argparse.Namespace) -> int:
 async def _call(args: argparse.Namespace, arguments: dict[str, Any], meta: dict[str, Any]) -> int:
     from mcp import MCPError
 
-    from ._session import gateway_client, result_payload
+    from ._session import check_launch, gateway_client, result_payload
 
+    hall, launch = hall_dir(args), launch_args(args)
+    check_launch(hall, launch)
     try:
-        async with gateway_client(hall_dir(args), launch_args(args), era=args.era) as client:
+        async with gateway_client(hall, launch, era=args.era) as client:
             try:
                 result = await client.call_tool(args.tool, arguments, meta=meta or None)
             except MCPError as exc:

@@ -49,9 +49,13 @@ def copy_hall(source: Path, target: Path) -> None:
 def run(args: argparse.Namespace) -> int:
     import anyio
 
+    from ._session import check_launch
+
+    source = hall_dir(args)
+    check_launch(source)  # errors name the user's files, not the temporary copy's
     work = Path(tempfile.mkdtemp(prefix="pyhall-demo-"))
     try:
-        copy_hall(hall_dir(args), work)
+        copy_hall(source, work)
         steps = anyio.run(_session, work, args)
     finally:
         if not args.keep:
