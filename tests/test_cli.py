@@ -312,9 +312,7 @@ def test_call_and_demo_on_a_hall_the_gateway_refuses(hall: Path, tmp_path: Path)
     no_traceback(flag)
 
 
-def test_unusable_hall_and_state_paths_are_configuration_errors(
-    hall: Path, tmp_path: Path
-) -> None:
+def test_unusable_hall_and_state_paths_are_configuration_errors(hall: Path, tmp_path: Path) -> None:
     a_file = tmp_path / "a-file"
     a_file.write_text("not a directory\n")
     cases = [

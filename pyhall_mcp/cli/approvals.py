@@ -73,8 +73,6 @@ def _common(parser: argparse.ArgumentParser) -> None:
     add_json_arg(parser)
 
 
-
-
 def _store(args: argparse.Namespace, *, create: bool) -> Any:
     """The hall's approvals store; None when it does not exist and ``create`` is false."""
     from ..approvals import ApprovalStore

@@ -109,8 +109,6 @@ def _common_args(parser: argparse.ArgumentParser) -> None:
     add_json_arg(parser)
 
 
-
-
 def _open_store(layout: HallLayout) -> SQLiteReceiptStore | None:
     if not layout.audit_db.exists():
         return None
