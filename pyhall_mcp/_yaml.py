@@ -9,7 +9,9 @@ problem with the file and line.
 from __future__ import annotations
 
 import json
+import os
 import re
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,7 @@ from yaml.nodes import MappingNode, Node
 from .errors import ConfigError
 
 MAX_DOCUMENT_BYTES = 1 << 20  # 1 MiB: far above any real rule or record file
+MAX_DEPTH = 64  # of nested mappings and lists; real configuration stays under ten
 
 
 # libyaml parses about eight times faster than pure Python; both are strict here.
@@ -78,10 +81,26 @@ for _kind in ("set", "binary", "timestamp", "omap", "pairs"):
     )
 
 
-def _refuse_anchors(text: str) -> None:
-    """Anchors and aliases make alias bombs possible: refuse them at the first event."""
+def _check_events(text: str) -> None:
+    """Refuse, at the first offending event, what the loader must never build.
+
+    Anchors and aliases make alias bombs possible. Deep nesting would recurse
+    through the composer (libyaml's crashes the process near 30,000 levels, the
+    pure-Python one raises RecursionError); the parser that yields these events is
+    iterative, so walking them is safe at any depth.
+    """
+    depth = 0
     for event in yaml.parse(text, Loader=_Base):
-        if isinstance(event, yaml.AliasEvent):
+        kind = type(event)
+        if kind is yaml.MappingStartEvent or kind is yaml.SequenceStartEvent:
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"nests deeper than {MAX_DEPTH} levels", event.start_mark
+                )
+        elif kind is yaml.MappingEndEvent or kind is yaml.SequenceEndEvent:
+            depth -= 1
+        elif kind is yaml.AliasEvent:
             raise yaml.constructor.ConstructorError(
                 None, None, "aliases are not allowed", event.start_mark
             )
@@ -101,8 +120,7 @@ def loads_yaml(text: str, *, source: str = "<string>") -> Any:
             fix="split it into several files",
         )
     try:
-        if "&" in text or "*" in text:  # only then can there be an anchor or alias
-            _refuse_anchors(text)
+        _check_events(text)
         return yaml.load(text, Loader=_StrictLoader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
@@ -129,13 +147,29 @@ def loads_json(text: str, *, source: str = "<string>") -> Any:
     if len(text) > MAX_DOCUMENT_BYTES:
         raise ConfigError(f"document is larger than {MAX_DOCUMENT_BYTES} bytes", file=source)
     try:
-        return json.loads(text, object_pairs_hook=no_duplicates)
+        value = json.loads(text, object_pairs_hook=no_duplicates)
     except json.JSONDecodeError as exc:
         raise ConfigError(
             exc.msg, file=source, location=f"line {exc.lineno}", fix="correct the JSON"
         ) from None
     except (ValueError, RecursionError) as exc:
         raise ConfigError(str(exc) or "document nests too deeply", file=source) from None
+    if _depth(value) > MAX_DEPTH:
+        raise ConfigError(f"nests deeper than {MAX_DEPTH} levels", file=source)
+    return value
+
+
+def _depth(value: Any) -> int:
+    """Nesting depth of parsed JSON, without recursion (json.loads bounds it anyway)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict):
+            item = list(item.values())
+        if isinstance(item, list):
+            deepest = max(deepest, level)
+            stack.extend((child, level + 1) for child in item)
+    return deepest
 
 
 def load_document(path: str | Path) -> Any:
@@ -143,19 +177,41 @@ def load_document(path: str | Path) -> Any:
     path = Path(path)
     source = str(path)
     try:
-        size = path.stat().st_size
+        data = read_regular_file(path)
     except OSError as exc:
         raise ConfigError(
             f"cannot read file: {exc.strerror}", file=source, fix="check the path"
         ) from None
-    if size > MAX_DOCUMENT_BYTES:
+    if data is None:
+        raise ConfigError(
+            "not a regular file (a device, pipe or directory)",
+            file=source,
+            fix="replace it with a plain file",
+        )
+    if len(data) > MAX_DOCUMENT_BYTES:
         raise ConfigError(
             f"file is larger than {MAX_DOCUMENT_BYTES} bytes", file=source, fix="split it"
         )
     try:
-        text = path.read_text(encoding="utf-8")
+        text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise ConfigError("file is not UTF-8 text", file=source) from None
     if path.suffix.lower() == ".json":
         return loads_json(text, source=source)
     return loads_yaml(text, source=source)
+
+
+def read_regular_file(path: Path) -> bytes | None:
+    """At most one byte past the size cap of a regular file; None for anything else.
+
+    Opened non-blocking (a FIFO would block an open or a read forever) and checked
+    on the open descriptor (a symlink to /dev/zero reports size 0 but never ends).
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        with os.fdopen(fd, "rb", closefd=False) as file:
+            return file.read(MAX_DOCUMENT_BYTES + 1)
+    finally:
+        os.close(fd)

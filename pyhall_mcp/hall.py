@@ -196,7 +196,15 @@ def load_settings(layout: HallLayout, overrides: Mapping[str, Any]) -> HallSetti
     doc = load_document(layout.hall_yaml) or {}
     if not isinstance(doc, dict):
         raise ConfigError("expected a mapping", file=source, fix=f"see {_REFERENCE}#hallyaml")
-    floors = {"enforce_policy_gate": True, **(doc.get("floors") or {})}
+    written = doc.get("floors") or {}
+    if not isinstance(written, dict):
+        raise ConfigError(
+            f"expected a mapping of floor names to values, got {type(written).__name__}",
+            file=source,
+            location="floors",
+            fix=f"see {_REFERENCE}#hallyaml",
+        )
+    floors = {"enforce_policy_gate": True, **written}
     merged = {**doc, **{k: v for k, v in overrides.items() if k != "floors"}}
     merged["floors"] = {**floors, **(overrides.get("floors") or {})}
     try:

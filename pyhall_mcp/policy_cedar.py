@@ -44,6 +44,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from ._yaml import MAX_DOCUMENT_BYTES, read_regular_file
 from .canonical import digest
 from .errors import PolicyError
 from .policy import PolicyResult
@@ -329,11 +330,15 @@ def _in_text_order(policies: Mapping[str, Any]) -> list[tuple[str, Any]]:
 
 def _read_text(path: Path) -> str:
     try:
-        if path.stat().st_size > 1 << 20:
-            raise PolicyError("file is larger than 1 MiB", file=str(path), fix="split it")
-        return path.read_text(encoding="utf-8")
+        data = read_regular_file(path)
     except OSError as exc:
         raise PolicyError(f"cannot read file: {exc.strerror}", file=str(path)) from None
+    if data is None:
+        raise PolicyError("not a regular file", file=str(path), fix="replace it with a plain file")
+    if len(data) > MAX_DOCUMENT_BYTES:
+        raise PolicyError("file is larger than 1 MiB", file=str(path), fix="split it")
+    try:
+        return data.decode("utf-8")
     except UnicodeDecodeError:
         raise PolicyError("file is not UTF-8 text", file=str(path)) from None
 

@@ -230,7 +230,7 @@ def _validation_problem(exc: ValidationError, source: str) -> RegistryError:
         message,
         file=source,
         location=field,
-        fix="correct the field (see spec section 7 for the record format)",
+        fix="correct the field; see docs/reference.md#worker-records",
     )
 
 

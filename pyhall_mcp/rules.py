@@ -229,7 +229,7 @@ def _compile_rule(rule: Rule, *, source: str | None, index: int) -> _Compiled:
             source=source,
             rule_id=rule_id,
             index=index,
-            fix="see the rule format in spec section 6",
+            fix="see the rule format in docs/reference.md#rule-files",
         ) from None
     return _Compiled(rule=rule, decision=decision, accepts=accepts)
 

@@ -262,6 +262,9 @@ _BAD_SETTINGS = {
         {},
         ["hall.yaml", "floors.enforce_policy_gate"],
     ),
+    "floors-not-a-mapping": BadSetting(
+        ("floors:\n", "floors: yes\nunused_floors:\n"), [], {}, ["hall.yaml", "floors"]
+    ),
     "empty-hall": BadSetting(None, ["--hall", ""], {}, ["--hall", "empty"]),
     "state-dir": BadSetting(
         None, [], {"PYHALL_STATE_DIR": os.devnull}, ["PYHALL_STATE_DIR", "not a directory"]

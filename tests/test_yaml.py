@@ -3,11 +3,13 @@ with the file and the line, and plain documents still load."""
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 
 import pytest
 
-from pyhall_mcp._yaml import MAX_DOCUMENT_BYTES, load_document, loads_json, loads_yaml
+from pyhall_mcp._yaml import MAX_DEPTH, MAX_DOCUMENT_BYTES, load_document, loads_json, loads_yaml
 from pyhall_mcp.errors import ConfigError
 
 BILLION_LAUGHS = """\
@@ -167,3 +169,41 @@ def test_dates_stay_strings() -> None:
         "not_after": "2026-01-01",
         "at": "2001-12-14t21:59:43.10-05:00",
     }
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "x: " + "[" * 400_000 + "]" * 400_000,  # libyaml's composer crashed the process
+        "x: " + "{a: " * 100_000 + "1" + "}" * 100_000,
+        "".join(" " * i + f"k{i}:\n" for i in range(MAX_DEPTH + 1)) + " " * 80 + "v: 1\n",
+    ],
+    ids=["flow-lists", "flow-mappings", "block-mappings"],
+)
+def test_deep_nesting_is_refused_quickly(text: str) -> None:
+    started = time.perf_counter()
+    with pytest.raises(ConfigError, match=f"nests deeper than {MAX_DEPTH} levels"):
+        loads_yaml(text, source="deep.yaml")
+    assert time.perf_counter() - started < 5
+
+
+def test_nesting_up_to_the_limit_loads() -> None:
+    # one mapping and MAX_DEPTH - 1 lists: exactly at the limit
+    value = loads_yaml("x: " + "[" * (MAX_DEPTH - 1) + "]" * (MAX_DEPTH - 1))["x"]
+    depth = 1
+    while value:
+        value, depth = value[0], depth + 1
+    assert depth == MAX_DEPTH - 1
+    with pytest.raises(ConfigError, match="nests deeper"):
+        loads_json('{"x": ' + "[" * MAX_DEPTH + "]" * MAX_DEPTH + "}", source="deep.json")
+
+
+@pytest.mark.timeout(10)
+def test_devices_pipes_and_directories_are_not_read(tmp_path: Path) -> None:
+    (tmp_path / "zero.yaml").symlink_to("/dev/zero")  # size 0 in stat, endless to read
+    os.mkfifo(tmp_path / "fifo.yaml")  # nothing ever writes: a read would block forever
+    (tmp_path / "dir.yaml").mkdir()
+    for name in ("zero.yaml", "fifo.yaml", "dir.yaml"):
+        with pytest.raises(ConfigError, match="not a regular file") as info:
+            load_document(tmp_path / name)
+        assert info.value.file == str(tmp_path / name)
