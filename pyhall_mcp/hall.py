@@ -110,7 +110,7 @@ class HallSettings(BaseModel):
     name: str = "hall"
     description: str | None = None
     env: Env = "dev"
-    tenant_id: str = Field(default="default", min_length=1, max_length=256)
+    tenant_id: str = Field(default="default", min_length=1, max_length=256, pattern=r"\S")
     tenant_risk: TenantRisk = "low"
     qos_class: QoSClass = "P2"
     data_label: DataLabel = "PUBLIC"
@@ -565,15 +565,20 @@ class Hall:
             return CallOutcome("unknown_tool", tool, f"Unknown tool: {name}", gov)
 
         record = served.record
-        errors = self._argument_errors(served, arguments)
+        errors = self._argument_errors(served, arguments) + _meta_errors(meta)
         if errors:
+            message = (
+                "The arguments do not match the tool's input schema."
+                if not errors[-1].startswith("_meta")
+                else "The call's arguments or _meta controls are invalid."
+            )
             gov = {
                 "tool": tool,
                 "worker_id": record.worker_id,
                 "correlation_id": correlation_id,
                 "denied": True,
                 "deny_code": "DENY_INVALID_ARGUMENTS",
-                "deny_message": "The arguments do not match the tool's input schema.",
+                "deny_message": message,
                 "errors": errors,
             }
             gov.update(
@@ -592,20 +597,15 @@ class Hall:
                     }
                 )
             )
-            return CallOutcome(
-                "invalid_arguments",
-                tool,
-                "The arguments do not match the tool's input schema.",
-                gov,
-                errors=errors,
-            )
+            return CallOutcome("invalid_arguments", tool, message, gov, errors=errors)
 
+        label = meta.get(META_DATA_LABEL)
         inp = self.route_input(
             record,
             arguments,
             correlation_id=correlation_id,
             dry_run=meta.get(META_DRY_RUN) is True,
-            data_label=_meta_text(meta.get(META_DATA_LABEL)),
+            data_label=label.strip() if isinstance(label, str) else None,
         )
         decision = self.decide(inp, record)
         settled = None
@@ -915,6 +915,20 @@ def _attest(
     # Run from a verified read-only copy: editing workers/ after the check changes nothing
     # that runs, and the monitor still sees the edit and denies the next call.
     return snapshot_package(worker_dir, package.digest, layout.state_dir / "snapshots")
+
+
+def _meta_errors(meta: Mapping[str, Any]) -> list[str]:
+    """The request's governance controls, checked like arguments: a client that asks for
+    a dry run or a higher data label and misspells it must not get a real run instead."""
+    errors = []
+    dry_run = meta.get(META_DRY_RUN)
+    if dry_run is not None and not isinstance(dry_run, bool):
+        errors.append(f"_meta.{META_DRY_RUN}: must be true or false")
+    label = meta.get(META_DATA_LABEL)
+    if label is not None and (not isinstance(label, str) or label.strip() not in DATA_LABEL_ORDER):
+        allowed = ", ".join(DATA_LABEL_ORDER)
+        errors.append(f"_meta.{META_DATA_LABEL}: must be one of {allowed}")
+    return errors
 
 
 def _meta_text(value: Any) -> str | None:

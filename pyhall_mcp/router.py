@@ -26,6 +26,7 @@ from pydantic import BaseModel, ValidationError
 from . import telemetry as evt
 from .canonical import canonical_json, is_plain_json, sorted_json
 from .credentials import CredentialError, verify_credential
+from .errors import PyhallError
 from .models import (
     CandidateWorker,
     Escalation,
@@ -390,8 +391,8 @@ def _check_policy(call: _Call, gate: Any) -> None:
         evaluate = gate.evaluate if hasattr(gate, "evaluate") else gate
         try:
             result = evaluate(_gate_context(call))
-        except Exception:
-            _log_exception("policy gate")
+        except Exception as exc:
+            _log_exception("policy gate", exc)
             raise _Deny(
                 "DENY_INTERNAL_ERROR", "The policy gate failed; the hall fails closed."
             ) from None
@@ -536,9 +537,13 @@ def _quietly(fn: Callable[..., Any], *args: Any) -> Any:
         return None
 
 
-def _log_exception(where: str) -> None:
+def _log_exception(where: str, exc: BaseException | None = None) -> None:
     # The full story goes to the operator's stderr; the caller only learns the code.
-    sys.stderr.write(f"pyhall: {where} raised:\n{traceback.format_exc()}")
+    # An error the engine described (an argument it cannot evaluate) needs no traceback.
+    if isinstance(exc, PyhallError):
+        sys.stderr.write(f"pyhall: {where}: {exc}\n")
+    else:
+        sys.stderr.write(f"pyhall: {where} raised:\n{traceback.format_exc()}")
 
 
 def _artifact_hash(inp: RouteInput) -> str:

@@ -324,10 +324,21 @@ async def scenario_operator_fixes_tenant_and_env(s: Session) -> None:
     assert result.is_error is not True
     gov = _governance(result)
     assert (gov["env"], gov["tenant_id"], gov["data_label"]) == ("dev", "tester", "INTERNAL")
+    # a label the hall does not know is refused, not ignored (that would run it as PUBLIC)
+    for label in ("internal", ["INTERNAL"]):
+        refused = await s.call("echo", {"text": "x"}, meta={META_DATA_LABEL: label})
+        assert refused.is_error is True, label
+        assert _governance(refused)["deny_code"] == "DENY_INVALID_ARGUMENTS"
+        assert any(META_DATA_LABEL in e for e in refused.structured_content["errors"])  # type: ignore[index]
 
 
 async def scenario_dry_run(s: Session) -> None:
     target = _workspace_file(s)
+    for misspelt in ("true", 1):  # a dry run asked for, but not as JSON true: nothing runs
+        refused = await s.call("delete", {"path": target.name}, meta={META_DRY_RUN: misspelt})
+        assert refused.is_error is True
+        assert _governance(refused)["deny_code"] == "DENY_INVALID_ARGUMENTS"
+        assert target.exists(), misspelt
     dry = await s.call("delete", {"path": target.name}, meta={META_DRY_RUN: True})
     assert dry.is_error is True  # no output of the worker to return
     assert dry.structured_content is not None

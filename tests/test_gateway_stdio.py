@@ -243,6 +243,7 @@ _BAD_SETTINGS = {
         None, [], {"PYHALL_QOS": "P9"}, ["environment variable PYHALL_QOS", "qos_class"]
     ),
     "flag": BadSetting(None, ["--tenant", ""], {}, ["launch flag --tenant", "tenant_id"]),
+    "blank-tenant": BadSetting(None, ["--tenant", "  "], {}, ["launch flag --tenant", "tenant_id"]),
     "floor-variable": BadSetting(
         None, [], {"PYHALL_REQUIRE_SIGNATORY": "maybe"}, ["PYHALL_REQUIRE_SIGNATORY"]
     ),

@@ -396,7 +396,9 @@ def test_bad_context_shapes_raise(tmp_path: Path) -> None:
         blast.evaluate(ctx(blast_score="high"))
 
 
-def test_router_turns_gate_results_and_errors_into_decisions(tmp_path: Path) -> None:
+def test_router_turns_gate_results_and_errors_into_decisions(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from pyhall_mcp.router import make_decision
     from pyhall_mcp.rules import load_rules_from_dict
 
@@ -442,8 +444,13 @@ def test_router_turns_gate_results_and_errors_into_decisions(tmp_path: Path) -> 
     allowed = route("workspace/a")
     assert not allowed.denied and allowed.policy_version == eng.version
     assert route("/etc/passwd").deny_code == "DENY_POLICY_GATE"
-    # A run-time evaluation error is a denial with DENY_INTERNAL_ERROR (spec section 10).
+    # A run-time evaluation error is a denial with DENY_INTERNAL_ERROR (spec section 10),
+    # logged as the engine described it: one line, no traceback.
+    capsys.readouterr()
     assert route(5).deny_code == "DENY_INTERNAL_ERROR"
+    logged = capsys.readouterr().err
+    assert logged.startswith("pyhall: policy gate: ") and "arguments.path" in logged
+    assert "Traceback" not in logged
 
 
 # ---------------------------------------------------------------------------
