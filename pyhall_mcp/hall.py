@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
+import anyio.lowlevel
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from . import telemetry
@@ -634,7 +635,10 @@ class Hall:
             else "allowed"
         )
         body = self._decision_body(record, inp, decision, status)
-        receipt = await self._receipt({**body, **(settled.receipt_fields if settled else {})})
+        with anyio.CancelScope(shield=True):
+            # Once queued the receipt is committed, cancelled or not: learn its id, so
+            # that an allowed decision on record always gets its outcome beside it.
+            receipt = await self._receipt({**body, **(settled.receipt_fields if settled else {})})
         decision.receipt_hash = receipt.get("receipt_hash")
         gov = {
             **decision.model_dump(mode="json", exclude={"telemetry_envelopes"}),
@@ -646,7 +650,15 @@ class Hall:
             **receipt,
         }
         if settled is not None and self.approvals is not None:
-            gov["approval"] = await self.approvals.record(settled, receipt)
+            try:
+                gov["approval"] = await self.approvals.record(settled, receipt)
+            except anyio.get_cancelled_exc_class():
+                if status == "allowed":
+                    from .runners import WorkerResult
+
+                    unrun = WorkerResult("cancelled", None, "cancelled before it ran", 0)
+                    self._record_outcome(record, decision, gov, unrun)
+                raise
         if status != "allowed":
             return CallOutcome(status, tool, _explain(decision, status), gov, decision=decision)
         outcome = await self._execute(served, arguments, decision, gov, progress)
@@ -680,6 +692,7 @@ class Hall:
         started = time.monotonic_ns()
         result: WorkerResult | None = None
         try:
+            await anyio.lowlevel.checkpoint_if_cancelled()  # a cancelled call starts nothing
             result = await served.runner.run(
                 arguments, context, timeout_s=record.timeout_s, progress=progress
             )
@@ -692,29 +705,7 @@ class Hall:
                     error="cancelled",
                     duration_us=(time.monotonic_ns() - started) // 1000,
                 )
-            # The decision receipt was durable before the worker ran; the outcome joins
-            # the next group commit instead of holding up the answer (close flushes it).
-            outcome_receipt = self._receipt_later(
-                {
-                    "kind": "outcome",
-                    "decision_receipt_id": gov.get("receipt_id"),
-                    "correlation_id": decision.correlation_id,
-                    "tool": record.tool.name,
-                    "worker_id": record.worker_id,
-                    "status": result.status,
-                    "result_digest": digest(result.value) if result.value is not None else None,
-                    "duration_us": int(result.duration_us),
-                }
-            )
-            gov["outcome"] = {
-                "status": result.status,
-                "duration_us": int(result.duration_us),
-                **{f"outcome_{k}": v for k, v in outcome_receipt.items()},
-            }
-            if result.stderr_tail:
-                sys.stderr.write(
-                    f"pyhall: worker {record.worker_id} stderr: {result.stderr_tail[-2000:]}\n"
-                )
+            self._record_outcome(record, decision, gov, result)
         if result.status != "ok":
             return CallOutcome(
                 "allowed",
@@ -729,6 +720,40 @@ class Hall:
         )
 
     # -- helpers ---------------------------------------------------------------------------
+    def _record_outcome(
+        self,
+        record: WorkerRecord,
+        decision: RouteDecision,
+        gov: dict[str, Any],
+        result: WorkerResult,
+    ) -> None:
+        """The outcome receipt of an allowed decision, and its summary in ``gov``.
+
+        The decision receipt was durable before the worker ran; the outcome joins the
+        next group commit instead of holding up the answer (close flushes it).
+        """
+        outcome_receipt = self._receipt_later(
+            {
+                "kind": "outcome",
+                "decision_receipt_id": gov.get("receipt_id"),
+                "correlation_id": decision.correlation_id,
+                "tool": record.tool.name if record.tool else None,
+                "worker_id": record.worker_id,
+                "status": result.status,
+                "result_digest": digest(result.value) if result.value is not None else None,
+                "duration_us": int(result.duration_us),
+            }
+        )
+        gov["outcome"] = {
+            "status": result.status,
+            "duration_us": int(result.duration_us),
+            **{f"outcome_{k}": v for k, v in outcome_receipt.items()},
+        }
+        if result.stderr_tail:
+            sys.stderr.write(
+                f"pyhall: worker {record.worker_id} stderr: {result.stderr_tail[-2000:]}\n"
+            )
+
     def _spend_blast(self, decision: RouteDecision) -> None:
         """Record an allowed call's blast on its chain (calls sharing a correlation id)."""
         if decision.denied or decision.dry_run or decision.blast_score is None:

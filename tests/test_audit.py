@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 import rfc8785
 import yaml
@@ -351,6 +352,48 @@ async def test_a_halls_durability_reaches_its_receipt_store(
         assert conn.execute("PRAGMA synchronous").fetchone()[0] == synchronous
     finally:
         await hall.aclose()
+
+
+async def test_an_allowed_decision_on_record_always_gets_its_outcome(
+    gate_hall: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Cancelled while its decision receipt is being committed, a call still leaves an
+    outcome receipt beside it: the log never says "allowed" and then nothing."""
+    from pyhall_mcp.hall import Hall
+
+    hall = Hall.load(gate_hall)
+    log = hall.open_audit()
+    assert log is not None
+    record, entered, release = log.record, asyncio.Event(), asyncio.Event()
+
+    async def slow_record(body: dict[str, Any], **kwargs: Any) -> Any:
+        queued = asyncio.ensure_future(record(body, **kwargs))  # committed whatever happens
+        if body["kind"] == "decision":
+            entered.set()
+            await release.wait()
+        return await queued
+
+    monkeypatch.setattr(log, "record", slow_record)
+    scope = anyio.CancelScope()  # how the SDK cancels a handler (and shutdown, all of them)
+
+    async def call() -> None:
+        with scope:  # a worker that would run for two minutes: only cancelling ends it
+            await hall.call("sleep", {"pidfile": "sleep.pid"})
+
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(call)
+        await entered.wait()
+        scope.cancel()
+        release.set()
+    assert scope.cancelled_caught
+    await hall.aclose()
+
+    store = SQLiteReceiptStore(hall.layout.audit_db, readonly=True)
+    bodies = [json.loads(r.payload) for r in store.iter_range(1)]
+    decision, outcome = bodies
+    assert (decision["kind"], decision["decision"]) == ("decision", "allowed")
+    assert (outcome["kind"], outcome["status"]) == ("outcome", "cancelled")
+    assert outcome["decision_receipt_id"] == decision["receipt_id"]
 
 
 async def test_a_receipt_is_durable_when_record_returns(layout: HallLayout) -> None:
