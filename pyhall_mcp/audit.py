@@ -155,7 +155,15 @@ class Receipt:
 
     @classmethod
     def from_record(cls, record: StoredRecord) -> Receipt:
-        body = json.loads(record.payload)
+        try:
+            body = json.loads(record.payload)
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            raise IntegrityError(
+                f"receipt seq {record.seq} is not a JSON object (torn or corrupted); "
+                "run `pyhall audit verify`"
+            )
         body["signature"] = record.signature
         return cls(
             record.receipt_id, record.seq, record.receipt_hash, body, record.payload.encode()

@@ -145,3 +145,31 @@ def test_commands_on_a_missing_hall_fail_cleanly(tmp_path: Path) -> None:
     assert result.returncode == 3
     assert "hall directory not found" in result.stderr and "Traceback" not in result.stderr
     assert pyhall("audit", "export", "--hall", str(tmp_path)).returncode == 2  # --dsse required
+
+
+def test_verify_finds_the_log_a_state_dir_names_and_refuses_to_verify_nothing(
+    hall, tmp_path: Path
+) -> None:
+    layout, _ = hall
+    moved = tmp_path / "elsewhere"
+    shutil.move(layout.state_dir, moved)
+    missing = pyhall("audit", "verify", "--hall", str(layout.root), "--json")
+    assert missing.returncode == 1
+    assert f"no audit log at {layout.audit_db}" in missing.stderr
+    assert json.loads(missing.stdout)["ok"] is False
+    found = pyhall("audit", "verify", "--hall", str(layout.root), "--state-dir", str(moved))
+    assert found.returncode == 0, found.stderr
+    assert "audit log OK: 30 receipts" in found.stdout
+
+
+def test_a_corrupt_record_is_named_by_every_reader_not_a_traceback(hall) -> None:
+    layout, _ = hall
+    conn = sqlite3.connect(layout.audit_db, isolation_level=None)
+    conn.execute("UPDATE receipts SET payload = 'not json' WHERE seq = 6")
+    conn.close()
+    root = str(layout.root)
+    for command in (["tail", "-n", "30"], ["show", "6"], ["export", "--dsse"], ["verify"]):
+        result = pyhall("audit", *command, "--hall", root)
+        assert result.returncode == 1, (command, result.stderr)
+        assert "seq 6" in result.stderr, (command, result.stderr)
+        assert "Traceback" not in result.stderr

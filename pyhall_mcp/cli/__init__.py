@@ -13,8 +13,16 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from ..errors import ConfigError, PyhallError
-from ._common import EXIT_CODES, EXIT_CONFIG, EXIT_INTERNAL, EXIT_USAGE, CommandFailed, emit_error
+from ..errors import ConfigError, IntegrityError, PyhallError
+from ._common import (
+    EXIT_CODES,
+    EXIT_CONFIG,
+    EXIT_INTERNAL,
+    EXIT_NO,
+    EXIT_USAGE,
+    CommandFailed,
+    emit_error,
+)
 
 __all__ = ["main"]
 
@@ -86,6 +94,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         emit_error(args, exc.describe(), code=EXIT_CONFIG, details=exc.as_dict())
         return EXIT_CONFIG
+    except IntegrityError as exc:  # evidence that does not verify: the answer is no
+        emit_error(args, str(exc), code=EXIT_NO)
+        return EXIT_NO
     except PyhallError as exc:
         emit_error(args, str(exc), code=EXIT_INTERNAL)
         return EXIT_INTERNAL

@@ -45,6 +45,14 @@ def add_hall_arg(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_state_dir_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--state-dir",
+        metavar="DIR",
+        help="the hall's state directory (default: $PYHALL_STATE_DIR, else DIR/.pyhall)",
+    )
+
+
 def add_json_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="machine-readable JSON output")
 
@@ -112,4 +120,4 @@ def load_hall(args: argparse.Namespace, overrides: dict[str, Any] | None = None)
             merged["floors"] = {**merged.get("floors", {}), **value}
         else:
             merged[key] = value
-    return Hall.load(hall_dir(args), overrides=merged)
+    return Hall.load(hall_dir(args), overrides=merged, state_dir=getattr(args, "state_dir", None))

@@ -24,6 +24,7 @@ from ._common import (
     CommandFailed,
     add_hall_arg,
     add_json_arg,
+    add_state_dir_arg,
     emit,
     hall_layout,
 )
@@ -64,11 +65,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--state-dir",
-        metavar="DIR",
-        help="the hall's state directory (default: DIR/.pyhall or $PYHALL_STATE_DIR)",
-    )
+    add_state_dir_arg(parser)
     add_hall_arg(parser)
     add_json_arg(parser)
 

@@ -33,6 +33,7 @@ from ._common import (
     CommandFailed,
     add_hall_arg,
     add_json_arg,
+    add_state_dir_arg,
     emit,
     hall_layout,
 )
@@ -105,6 +106,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def _common_args(parser: argparse.ArgumentParser) -> None:
+    add_state_dir_arg(parser)
     add_hall_arg(parser)
     add_json_arg(parser)
 
@@ -144,6 +146,14 @@ def run_verify(args: argparse.Namespace) -> int:
     keyring = Keyring.load(args.keyring, missing_ok=False) if args.keyring else None
     report = verify_log(layout, keyring=keyring, progress=_progress_printer())
     data = report.as_dict()
+    if report.ok and not layout.audit_db.exists():
+        # "OK" about nothing would hide a wrong --hall or --state-dir, or a deleted log
+        raise CommandFailed(
+            f"no audit log at {layout.audit_db}: nothing to verify (check --hall and "
+            "--state-dir or PYHALL_STATE_DIR; a hall that never served a call has none yet)",
+            EXIT_NO,
+            details=data,
+        )
     if not report.ok:
         error = report.first_error or {}
         where = f"receipt seq {error.get('seq')}" if error.get("seq") is not None else "log"

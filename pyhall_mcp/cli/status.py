@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ._common import add_hall_arg, add_json_arg, emit, load_hall
+from ._common import add_hall_arg, add_json_arg, add_state_dir_arg, emit, load_hall
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -13,6 +13,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         "status",
         help="workers, tools, controls, attestation, policy version, audit head, pending approvals",
     )
+    add_state_dir_arg(parser)
     add_hall_arg(parser)
     add_json_arg(parser)
     parser.set_defaults(func=run)
