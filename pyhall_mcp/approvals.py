@@ -254,7 +254,7 @@ class Approval:
             "tenant_id": self.tenant_id,
             "tool": self.tool,
             "worker_id": self.worker_id,
-            "arguments": dict(self.arguments_summary),
+            "arguments_summary": dict(self.arguments_summary),  # display text, not values
             "arguments_digest": self.arguments_digest,
             "reason_code": self.reason_code,
             "reason": self.reason,

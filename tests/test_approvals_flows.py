@@ -348,7 +348,7 @@ async def test_out_of_band_cli_approval_runs_the_identical_retry_once(
             item = listed["approvals"][0]
             assert item["approval_id"] == apr and item["status"] == "pending"
             assert item["tenant_id"] == "demo-agent" and item["tool"] == "delete_file"
-            assert item["arguments"] == {"path": json.dumps(str(target))}
+            assert item["arguments_summary"] == {"path": json.dumps(str(target))}
             assert "pol.demo.delete-needs-human" in item["reason"]
             assert 0 < item["expires_in_s"] <= 900
 

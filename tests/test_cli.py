@@ -293,6 +293,12 @@ def test_call_through_a_real_gateway(hall: Path) -> None:
     assert as_json(unknown)["jsonrpc_error"]["code"] == -32602
     bad_args = pyhall("call", "greet", "--args", "[1]", "--hall", str(hall))
     assert bad_args.returncode == 2
+    dry = pyhall("call", "greet", "--args", '{"name": "Ada"}', "--hall", str(hall), "--dry-run")
+    assert dry.returncode == 0 and dry.stdout.startswith("DRY RUN: "), dry.stdout
+    dry_denied = pyhall(
+        "call", "read_file", "--args", '{"path": "../hall.yaml"}', "--hall", str(hall), "--dry-run"
+    )
+    assert dry_denied.returncode == 1 and "DENY_POLICY_GATE" in dry_denied.stdout
 
 
 def test_call_and_demo_on_a_hall_the_gateway_refuses(hall: Path, tmp_path: Path) -> None:

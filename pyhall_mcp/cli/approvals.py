@@ -97,7 +97,7 @@ def _minutes(seconds: int) -> str:
 
 
 def _render(item: dict[str, Any]) -> str:
-    args = "  ".join(f"{k}={v}" for k, v in item["arguments"].items()) or "(no arguments)"
+    args = "  ".join(f"{k}={v}" for k, v in item["arguments_summary"].items()) or "(no arguments)"
     head = f"{item['approval_id']}  {item['status']}  expires {item['expires_at']}"
     if item["status"] in ("pending", "approved"):
         head += f" ({_minutes(item['expires_in_s'])})"

@@ -50,7 +50,8 @@ def register(commands: argparse._SubParsersAction) -> None:
         "call",
         help="call one tool through a real pyhall-mcp gateway",
         description="Start the gateway as a subprocess, call TOOL through the MCP client, "
-        "print the result or the denial. Exit 0 when the worker ran, 1 otherwise.",
+        "print the result or the denial. Exit 0 when the worker ran (or a dry run would "
+        "run it), 1 otherwise.",
     )
     parser.add_argument("tool")
     parser.add_argument("--args", default="{}", metavar="JSON", help="tool arguments as JSON")
@@ -110,6 +111,9 @@ async def _call(args: argparse.Namespace, arguments: dict[str, Any], meta: dict[
     if result.is_error:
         summary = result.structured_content or {}
         text = result.content[0].text if result.content else "error"
+        if summary.get("dry_run") and summary.get("denied") is False:
+            emit(args, payload, f"DRY RUN: {text}")  # the answer is yes; nothing ran
+            return 0
         code = summary.get("deny_code")
         emit(args, payload, f"{'DENIED ' + code if code else 'ERROR'}: {text}")
         return EXIT_NO
