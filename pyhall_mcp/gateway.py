@@ -542,6 +542,28 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def _report_check(hall: Hall) -> int:
+    """``--check``: 0 when every enrolled worker would be served and callable, else 1
+    (the gateway would still start, serving the rest; CI should hear about it)."""
+    where = (
+        f"hall {hall.layout.root}: {len(hall.served)} tools, env {hall.settings.env}, "
+        f"tenant {hall.settings.tenant_id}"
+    )
+    issues = [f"quarantined: {problem}" for problem in hall.problems]
+    issues += [
+        f"every call of {worker_id} will be denied: attestation failed ({code})"
+        for worker_id, code in sorted(hall.attestation_failures.items())
+    ]
+    if not hall.settings.audit.enabled:
+        issues.append("audit.enabled is false: calls leave no receipts")
+    if not issues:
+        sys.stderr.write(f"pyhall-mcp: {where}: OK\n")
+        return 0
+    sys.stderr.write(f"pyhall-mcp: {where}; {len(issues)} problem(s):\n")
+    sys.stderr.writelines(f"  {issue}\n" for issue in issues)
+    return 1
+
+
 def check_launch(argv: Sequence[str]) -> Hall:
     """The hall ``pyhall-mcp ARGV`` would serve; raises what would stop it from starting
     (``ConfigError`` naming the file or setting, ``PyhallError``). For commands that
@@ -570,12 +592,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         hall, overrides = _load(args)
         if args.check:
-            sys.stderr.write(
-                f"pyhall-mcp: hall {hall.layout.root} OK: {len(hall.served)} "
-                f"tools, env {hall.settings.env}, tenant {hall.settings.tenant_id}\n"
-            )
-            return 0
+            return _report_check(hall)
         hall.open_audit()  # before serving: a hall that cannot receipt does not start
+        if not hall.settings.audit.enabled:  # the operator's choice, never a silent one
+            sys.stderr.write("pyhall-mcp: warning: audit.enabled is false: no receipts\n")
         configure_tracing()
     except ConfigError as exc:
         sys.stderr.write(f"pyhall-mcp: refusing to start: {exc.describe()}\n")

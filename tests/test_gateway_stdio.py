@@ -302,3 +302,25 @@ def test_check_validates_without_serving(
     out, err = capsys.readouterr()
     assert out == ""
     assert "11 tools" in err and "tenant tester" in err
+
+
+def test_check_fails_when_a_worker_would_not_be_served(
+    gate_hall: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    record = gate_hall / "workers" / "echo" / "worker.yaml"
+    record.write_text(record.read_text().replace("risk_tier: low", "risk_tier: extreme"))
+    assert main(["--hall", str(gate_hall), "--check"]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert "10 tools" in err and "1 problem(s)" in err
+    assert "quarantined:" in err and "risk_tier" in err
+
+
+def test_check_and_start_say_when_receipts_are_off(
+    gate_hall: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    hall_yaml = gate_hall / "hall.yaml"
+    text = hall_yaml.read_text()
+    hall_yaml.write_text(text.replace("audit:\n  enabled: true", "audit:\n  enabled: false"))
+    assert main(["--hall", str(gate_hall), "--check"]) == 1
+    assert "audit.enabled is false" in capsys.readouterr().err
