@@ -64,6 +64,20 @@ def test_unknown_command_is_a_usage_error() -> None:
     no_traceback(result)
 
 
+def test_usage_errors_name_the_command_and_answer_json_too() -> None:
+    unknown = pyhall("status", "--json", "--bogus")
+    assert unknown.returncode == 2
+    assert unknown.stderr.startswith("usage: pyhall status ")
+    assert as_json(unknown) == {
+        "ok": False,
+        "exit_code": 2,
+        "error": "pyhall status: error: unrecognized arguments: --bogus",
+    }
+    missing = pyhall("route", "--json")
+    assert missing.returncode == 2 and "--capability" in as_json(missing)["error"]
+    assert pyhall("--version").stdout.startswith("pyhall ")
+
+
 def test_init_refuses_to_overwrite(hall: Path) -> None:
     result = pyhall("init", str(hall), "--json")
     assert result.returncode == 1

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
+from .. import __version__
 from ..errors import ConfigError, IntegrityError, PyhallError
 from ._common import (
     EXIT_CODES,
@@ -58,13 +61,28 @@ def _epilog() -> str:
     )
 
 
+class _UsageError(Exception):
+    def __init__(self, parser: argparse.ArgumentParser, message: str) -> None:
+        super().__init__(message)
+        self.parser = parser
+        self.message = message
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors are raised, not exited on, so that --json can report them too."""
+
+    def error(self, message: str) -> NoReturn:
+        raise _UsageError(self, message)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="pyhall",
         description="Manage and probe a pyhall-mcp hall: governed workers served over MCP.",
         epilog=_epilog(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"pyhall {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in _COMMAND_MODULES:
         try:
@@ -74,15 +92,37 @@ def build_parser() -> argparse.ArgumentParser:
                 raise
             continue  # command group not built yet
         module.register(commands)
+    _name_usage_parsers(parser)
     return parser
+
+
+def _name_usage_parsers(parser: argparse.ArgumentParser) -> None:
+    """Each (sub)command's parser records itself, so that a usage error is reported
+    with the usage of the command that was given, not the top level's."""
+    parser.set_defaults(usage_parser=parser)
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in set(action.choices.values()):
+                _name_usage_parsers(sub)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
+        args, unknown = parser.parse_known_args(argv)
+        if unknown:  # reported by the command's own parser, with its usage line
+            args.usage_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    except SystemExit as exc:  # argparse: --help or --version
         return int(exc.code or 0)
+    except _UsageError as exc:
+        exc.parser.print_usage(sys.stderr)
+        message = f"{exc.parser.prog}: error: {exc.message}"
+        if "--json" in argv:
+            payload = {"ok": False, "exit_code": EXIT_USAGE, "error": message}
+            sys.stdout.write(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+        sys.stderr.write(message + "\n")
+        return EXIT_USAGE
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
         return EXIT_USAGE
