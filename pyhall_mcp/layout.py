@@ -16,7 +16,13 @@ from pathlib import Path
 
 from .errors import ConfigError
 
-__all__ = ["HallLayout", "bundled_demo_hall", "default_hall_dir", "hall_dir_from"]
+__all__ = [
+    "HallLayout",
+    "bundled_demo_hall",
+    "default_hall_dir",
+    "hall_dir_from",
+    "require_hall_dir",
+]
 
 
 _PACKAGED_DEMO = Path(__file__).resolve().parent / "demo_hall"
@@ -39,6 +45,14 @@ def hall_dir_from(chosen: str | None, source: str = "--hall") -> Path:
     """The hall ``--hall`` names, else :func:`default_hall_dir`."""
     path = _named_path(chosen, source)
     return path if path is not None else default_hall_dir()
+
+
+def require_hall_dir(root: Path) -> Path:
+    """``root``, or ``ConfigError`` when it is not a directory."""
+    if not root.is_dir():
+        what = "is not a directory" if root.exists() else "hall directory not found"
+        raise ConfigError(what, file=str(root), fix="pass a hall directory to --hall")
+    return root
 
 
 def _named_path(value: str | None, source: str) -> Path | None:
@@ -85,9 +99,7 @@ class HallLayout:
     def check(self) -> None:
         """``ConfigError`` unless the hall is a directory and the state directory is, or
         can become, a writable one. Creates nothing: a read-only command leaves no trace."""
-        if not self.root.is_dir():
-            what = "is not a directory" if self.root.exists() else "hall directory not found"
-            raise ConfigError(what, file=str(self.root), fix="pass a hall directory to --hall")
+        require_hall_dir(self.root)
         path = self.state_dir
         while not path.exists() and path != path.parent:
             path = path.parent  # the nearest existing ancestor would hold it

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -83,6 +84,22 @@ def test_init_refuses_to_overwrite(hall: Path) -> None:
     assert result.returncode == 1
     assert "not empty" in as_json(result)["error"]
     no_traceback(result)
+
+
+def test_init_checks_its_source_and_leaves_nothing_when_it_fails(
+    hall: Path, tmp_path: Path
+) -> None:
+    target = tmp_path / "new"
+    nowhere = pyhall("init", str(target), "--from", str(tmp_path / "nope"))
+    assert nowhere.returncode == 3 and "--from" in nowhere.stderr
+    assert not target.exists()
+    broken = tmp_path / "broken"
+    shutil.copytree(hall, broken, ignore=shutil.ignore_patterns(".pyhall"))
+    (broken / "hall.yaml").write_text("env: production\n")
+    invalid = pyhall("init", str(target), "--from", str(broken))
+    assert invalid.returncode == 3 and f"{broken / 'hall.yaml'}: env" in invalid.stderr
+    assert not target.exists() and not (broken / ".pyhall").exists()
+    assert pyhall("init", str(target), "--from", str(hall)).returncode == 0  # the retry works
 
 
 def test_init_makes_owner_only_keys_and_new_trust(hall: Path) -> None:

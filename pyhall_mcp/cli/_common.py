@@ -58,9 +58,10 @@ def add_json_arg(parser: argparse.ArgumentParser) -> None:
 
 
 def hall_dir(args: argparse.Namespace) -> Path:
-    from ..layout import hall_dir_from
+    """The hall directory --hall names (or the default); ``ConfigError`` if there is none."""
+    from ..layout import hall_dir_from, require_hall_dir
 
-    return hall_dir_from(getattr(args, "hall", None)).resolve()
+    return require_hall_dir(hall_dir_from(getattr(args, "hall", None)).resolve())
 
 
 def hall_layout(args: argparse.Namespace) -> HallLayout:

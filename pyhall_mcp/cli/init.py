@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import shutil
+import tempfile
 from pathlib import Path
 
+from ..errors import ConfigError
 from ._common import EXIT_NO, CommandFailed, add_json_arg, emit
 
 
@@ -28,18 +31,53 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..layout import bundled_demo_hall
+
+    target = Path(args.directory).expanduser().resolve()
+    if target.exists() and not target.is_dir():
+        raise ConfigError("exists and is not a directory", file=str(target), fix="pick a new path")
+    if target.exists() and any(target.iterdir()):
+        raise CommandFailed(f"{target} exists and is not empty; pick a new directory", EXIT_NO)
+    source = Path(args.source).expanduser().resolve() if args.source else bundled_demo_hall()
+    _check_source(source)
+    created = not target.exists()
+    target.mkdir(parents=True, exist_ok=True)
+    try:
+        return _init(args, source, target)
+    except BaseException:
+        # leave nothing behind, so that fixing the cause and running it again works
+        if created:
+            shutil.rmtree(target, ignore_errors=True)
+        else:
+            for child in target.iterdir():
+                if child.is_dir() and not child.is_symlink():
+                    shutil.rmtree(child)
+                else:
+                    child.unlink()
+        raise
+
+
+def _check_source(source: Path) -> None:
+    """The hall to copy must be one that loads (checked with a throwaway state directory,
+    so the source is not written to)."""
+    from ..hall import Hall
+
+    if not (source / "hall.yaml").is_file():
+        raise ConfigError(
+            "not a hall (no hall.yaml)", file=str(source), fix="--from must name a hall directory"
+        )
+    with tempfile.TemporaryDirectory(prefix="pyhall-init-") as state:
+        Hall.load(source, state_dir=state)
+
+
+def _init(args: argparse.Namespace, source: Path, target: Path) -> int:
     from ..attestation import find_packages, sign_package, trust_attestation_key, worker_namespace
     from ..audit import ReceiptLog
-    from ..layout import HallLayout, bundled_demo_hall
+    from ..layout import HallLayout
     from ..registry import Registry
     from ..signing import SigningKey
     from .demo import copy_hall
 
-    target = Path(args.directory).expanduser().resolve()
-    if target.exists() and any(target.iterdir()):
-        raise CommandFailed(f"{target} exists and is not empty; pick a new directory", EXIT_NO)
-    source = Path(args.source).expanduser().resolve() if args.source else bundled_demo_hall()
-    target.mkdir(parents=True, exist_ok=True)
     copy_hall(source, target)
     layout = HallLayout.for_hall(target)
 
