@@ -30,7 +30,13 @@ from mcp.server.subscriptions import InMemorySubscriptionBus, ListenHandler, Too
 
 from . import __version__, approvals
 from .errors import ConfigError, PyhallError
-from .hall import META_GOVERNANCE, CallOutcome, Hall, overrides_from_environ
+from .hall import (
+    META_GOVERNANCE,
+    CallOutcome,
+    Hall,
+    overrides_from_environ,
+    readiness_problems,
+)
 from .otel import annotate_current_span, configure_tracing
 
 __all__ = ["DENIED_CODE", "HELD_CODE", "Gateway", "build_server", "check_launch", "main"]
@@ -554,6 +560,7 @@ def _report_check(hall: Hall) -> int:
         f"every call of {worker_id} will be denied: attestation failed ({code})"
         for worker_id, code in sorted(hall.attestation_failures.items())
     ]
+    issues += [p.describe() for p in readiness_problems(hall.layout, hall.settings, hall.trusted)]
     if not hall.settings.audit.enabled:
         issues.append("audit.enabled is false: calls leave no receipts")
     if not issues:

@@ -263,6 +263,48 @@ def policy_for(
     )
 
 
+def _credential_issuers(trusted: Keyring) -> dict[str, str]:
+    now = datetime.now(UTC)
+    return {
+        k.key_id: k.public_key
+        for k in trusted
+        if "credentials" in k.purposes and k.valid_at(now)  # revoked keys drop out
+    }
+
+
+def readiness_problems(
+    layout: HallLayout, settings: HallSettings, trusted: Keyring
+) -> list[ConfigError]:
+    """Settings a hall loads with, although some or all of its calls would then fail:
+    reported by ``pyhall validate`` and ``pyhall-mcp --check``."""
+    problems = []
+    workspace = workspace_dir(layout, settings)
+    if workspace is not None and not workspace.is_dir():
+        problems.append(
+            ConfigError(
+                f"{workspace} is not a directory: calls confined to it will fail",
+                file=str(layout.hall_yaml),
+                location="workspace",
+                fix="create the directory, or correct workspace",
+            )
+        )
+    floors = settings.floors
+    if floors.require_credential and not (
+        floors.credential_issuers or _credential_issuers(trusted)
+    ):
+        problems.append(
+            ConfigError(
+                "no credential issuer is trusted: every call will be denied "
+                "DENY_INVALID_CREDENTIAL",
+                file=str(layout.hall_yaml),
+                location="floors.require_credential",
+                fix="trust an issuer key (purpose credentials) in keys/trusted.yaml, "
+                "or set floors.credential_issuers",
+            )
+        )
+    return problems
+
+
 def workspace_dir(layout: HallLayout, settings: HallSettings) -> Path | None:
     """The directory file workers are confined to; relative path arguments resolve here."""
     return (layout.root / settings.workspace).resolve() if settings.workspace else None
@@ -373,13 +415,7 @@ class Hall:
         trusted = Keyring.load(layout.trusted_keys)
         config = settings.floors
         if config.require_credential and not config.credential_issuers:
-            now = datetime.now(UTC)
-            issuers = {
-                k.key_id: k.public_key
-                for k in trusted
-                if "credentials" in k.purposes and k.valid_at(now)  # revoked keys drop out
-            }
-            config = config.model_copy(update={"credential_issuers": issuers})
+            config = config.model_copy(update={"credential_issuers": _credential_issuers(trusted)})
             settings = settings.model_copy(update={"floors": config})
         registry = Registry.load(layout.workers_dir) if layout.workers_dir.is_dir() else Registry()
         for env, hosts in settings.egress_allowlist.items():

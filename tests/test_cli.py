@@ -166,6 +166,16 @@ def test_validate_reports_each_problem_with_file_and_fix(hall: Path, tmp_path: P
     assert all(p["file"] for p in problems if p["severity"] == "error")
 
 
+def test_validate_reports_a_missing_workspace(hall: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "copy"
+    shutil.copytree(hall, copy, ignore=shutil.ignore_patterns(".pyhall"))
+    shutil.rmtree(copy / "workspace")
+    result = pyhall("validate", "--hall", str(copy), "--json")
+    assert result.returncode == 1
+    [problem] = [p for p in as_json(result)["problems"] if p["location"] == "workspace"]
+    assert problem["file"] == str(copy / "hall.yaml") and problem["fix"]
+
+
 def test_validate_fixtures_and_goldens(tmp_path: Path) -> None:
     rules = tmp_path / "rules.json"
     rules.write_text(

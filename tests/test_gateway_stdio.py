@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import queue
+import shutil
 import subprocess
 import sys
 import threading
@@ -324,3 +325,15 @@ def test_check_and_start_say_when_receipts_are_off(
     hall_yaml.write_text(text.replace("audit:\n  enabled: true", "audit:\n  enabled: false"))
     assert main(["--hall", str(gate_hall), "--check"]) == 1
     assert "audit.enabled is false" in capsys.readouterr().err
+
+
+def test_check_reports_settings_that_would_fail_every_call(
+    gate_hall: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    shutil.rmtree(gate_hall / "workspace")
+    argv = ["--hall", str(gate_hall), "--check", "--floor", "require_credential=true"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "2 problem(s)" in err
+    assert "workspace:" in err and "not a directory" in err
+    assert "floors.require_credential: no credential issuer is trusted" in err

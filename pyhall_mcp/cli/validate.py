@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -94,10 +95,11 @@ def run(args: argparse.Namespace) -> int:
 
 def check_hall(root: Path) -> list[Problem]:
     """Every problem in the hall at ``root``; each part checked on its own."""
-    from ..hall import load_settings, overrides_from_environ, rule_files
+    from ..hall import load_settings, overrides_from_environ, readiness_problems, rule_files
     from ..layout import HallLayout
     from ..registry import Registry
     from ..rules import load_rule_set
+    from ..signing import Keyring
 
     layout = HallLayout.for_hall(root)
     problems: list[Problem] = []
@@ -140,6 +142,9 @@ def check_hall(root: Path) -> list[Problem]:
                 problems.append(Problem.of(exc))
     problems.extend(_check_policies(layout, settings, registry))
     problems.extend(_check_keys(layout))
+    with contextlib.suppress(ConfigError):  # an unreadable keyring is reported just above
+        trusted = Keyring.load(layout.trusted_keys)
+        problems.extend(Problem.of(p) for p in readiness_problems(layout, settings, trusted))
     problems.extend(
         _check_attestation(layout, registry, settings.floors.require_worker_attestation)
     )
