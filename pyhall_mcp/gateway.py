@@ -35,6 +35,7 @@ from .hall import (
     CallOutcome,
     Hall,
     overrides_from_environ,
+    parse_floor,
     readiness_problems,
 )
 from .otel import annotate_current_span, configure_tracing
@@ -535,14 +536,8 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
                 f"--floor {item!r}: expected NAME=VALUE",
                 fix="e.g. --floor require_worker_attestation=false",
             )
-        lowered = value.strip().lower()
-        floors[name.strip()] = (
-            lowered in ("1", "true", "yes", "on")
-            if lowered in ("1", "true", "yes", "on", "0", "false", "no", "off")
-            else [v for v in value.split(",") if v]
-            if name.strip() == "allowed_tenants"
-            else value
-        )
+        name = name.strip()
+        floors[name] = parse_floor(name, value, f"launch flag --floor {name}")
     if floors:
         out["floors"] = floors
     return out

@@ -163,26 +163,30 @@ def overrides_from_environ(environ: Mapping[str, str] | None = None) -> dict[str
         if environ.get(var):
             out[key] = environ[var]
     floors: dict[str, Any] = {}
-    for name, info in HallConfig.model_fields.items():
-        raw = environ.get(f"PYHALL_{name.upper()}")
-        if raw is None or raw == "":
-            continue
-        if info.annotation is bool:
-            lowered = raw.strip().lower()
-            if lowered not in _TRUE | _FALSE:
-                raise ConfigError(
-                    f"expected true or false, got {raw!r}",
-                    file=f"environment variable PYHALL_{name.upper()}",
-                    fix="set it to true or false",
-                )
-            floors[name] = lowered in _TRUE
-        elif name == "allowed_tenants":
-            floors[name] = [t.strip() for t in raw.split(",") if t.strip()]
-        else:
-            floors[name] = raw
+    for name in HallConfig.model_fields:
+        var = f"PYHALL_{name.upper()}"
+        raw = environ.get(var)
+        if raw:
+            floors[name] = parse_floor(name, raw, f"environment variable {var}")
     if floors:
         out["floors"] = floors
     return out
+
+
+def parse_floor(name: str, raw: str, source: str) -> Any:
+    """A floor given as text (``PYHALL_<FLOOR>`` or ``--floor NAME=VALUE``), typed by its
+    field: true/false for a switch, a comma list of tenants; the rest validates later."""
+    info = HallConfig.model_fields.get(name)
+    if info is not None and info.annotation is bool:
+        lowered = raw.strip().lower()
+        if lowered not in _TRUE | _FALSE:
+            raise ConfigError(
+                f"expected true or false, got {raw!r}", file=source, fix="use true or false"
+            )
+        return lowered in _TRUE
+    if name == "allowed_tenants":
+        return [tenant.strip() for tenant in raw.split(",") if tenant.strip()]
+    return raw.strip()
 
 
 def load_settings(layout: HallLayout, overrides: Mapping[str, Any]) -> HallSettings:

@@ -254,6 +254,9 @@ _BAD_SETTINGS = {
         {"PYHALL_BLAST_GATE_THRESHOLD": "900"},
         ["environment variable PYHALL_BLAST_GATE_THRESHOLD", "floors.blast_gate_threshold"],
     ),
+    "floor-flag-switch": BadSetting(
+        None, ["--floor", "require_signatory=maybe"], {}, ["launch flag --floor require_signatory"]
+    ),
     "floor-flag": BadSetting(
         None, ["--floor", "no_such_floor=true"], {}, ["launch flag --floor no_such_floor"]
     ),
@@ -337,3 +340,18 @@ def test_check_reports_settings_that_would_fail_every_call(
     assert "2 problem(s)" in err
     assert "workspace:" in err and "not a directory" in err
     assert "floors.require_credential: no credential issuer is trusted" in err
+
+
+def test_a_floor_reads_the_same_from_a_flag_and_a_variable(
+    gate_hall: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pyhall_mcp.gateway import check_launch
+
+    flag = ["--hall", str(gate_hall), "--floor", "allowed_tenants=tester, other "]
+    from_flag = check_launch([*flag, "--floor", "blast_gate_threshold=1"]).settings.floors
+    monkeypatch.setenv("PYHALL_ALLOWED_TENANTS", "tester, other ")
+    monkeypatch.setenv("PYHALL_BLAST_GATE_THRESHOLD", "1")
+    from_variable = check_launch(["--hall", str(gate_hall)]).settings.floors
+    for floors in (from_flag, from_variable):
+        assert floors.allowed_tenants == ["tester", "other"]
+        assert floors.blast_gate_threshold == 1 and type(floors.blast_gate_threshold) is int
