@@ -55,18 +55,21 @@ _INSTRUCTIONS = (
 )
 
 
-def _fingerprint(root: Path) -> tuple[tuple[str, int, int], ...]:
-    """Cheap change detection for the workers directory (no file reads)."""
+def _fingerprint(paths: Sequence[Path], skip: Path) -> tuple[tuple[str, int, int], ...]:
+    """Cheap change detection for the hall's configuration (no file reads)."""
     entries = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = [d for d in dirnames if d not in ("__pycache__", ".git")]
-        for name in filenames:
-            path = os.path.join(dirpath, name)
-            try:
-                stat = os.stat(path)
-            except OSError:
-                continue
-            entries.append((path, stat.st_mtime_ns, stat.st_size))
+    for root in paths:
+        for dirpath, dirnames, filenames in os.walk(root) if root.is_dir() else [("", [], [root])]:
+            dirnames[:] = [
+                d for d in dirnames if d not in ("__pycache__", ".git") and Path(dirpath, d) != skip
+            ]
+            for name in filenames:
+                path = os.path.join(dirpath, name)
+                try:
+                    stat = os.stat(path)
+                except OSError:
+                    continue
+                entries.append((path, stat.st_mtime_ns, stat.st_size))
     return tuple(sorted(entries))
 
 
@@ -82,7 +85,7 @@ class Gateway:
         self.inflight = 0  # calls being handled; shutdown waits for them to unwind
         # The baseline is taken here, not when watching starts: a change made while the
         # server starts up would otherwise be part of the baseline and never reloaded.
-        self._seen = _fingerprint(hall.layout.workers_dir)
+        self._seen = self._fingerprint()
 
     # -- MCP handlers ---------------------------------------------------------------
     async def list_tools(
@@ -177,13 +180,16 @@ class Gateway:
         self._session = ctx.session
 
     # -- reload ------------------------------------------------------------------------
+    def _fingerprint(self) -> tuple[tuple[str, int, int], ...]:
+        return _fingerprint(self.hall.config_paths(), skip=self.hall.layout.state_dir)
+
     async def watch(self, interval_s: float) -> None:
-        """Reload the hall when its workers change; a bad reload keeps the old set."""
-        root = self.hall.layout.workers_dir
+        """Reload the hall when its configuration changes (hall.yaml, rules, policies,
+        trusted keys, workers); a bad reload keeps the old hall."""
         seen = self._seen
         while True:
             await anyio.sleep(interval_s)
-            current = await anyio.to_thread.run_sync(_fingerprint, root)
+            current = await anyio.to_thread.run_sync(self._fingerprint)
             if current == seen:
                 continue
             seen = current
@@ -199,7 +205,7 @@ class Gateway:
             )
         except ConfigError as exc:
             sys.stderr.write(
-                f"pyhall-mcp: reload refused, keeping the previous workers: {exc.describe()}\n"
+                f"pyhall-mcp: reload refused, keeping the previous hall: {exc.describe()}\n"
             )
             return False
         new.audit = old.audit
@@ -473,7 +479,8 @@ def _parser() -> argparse.ArgumentParser:
         description="Serve a hall's workers as governed MCP tools over stdio.",
         epilog="Every option can also be set with a PYHALL_* environment variable "
         "(PYHALL_HALL, PYHALL_ENV, PYHALL_TENANT, PYHALL_TENANT_RISK, PYHALL_QOS, "
-        "PYHALL_DATA_LABEL, PYHALL_DENY_MODE, PYHALL_TENANT_CREDENTIAL, PYHALL_STATE_DIR, "
+        "PYHALL_DATA_LABEL, PYHALL_DENY_MODE, PYHALL_EVENTS, PYHALL_TENANT_CREDENTIAL, "
+        "PYHALL_STATE_DIR, "
         "PYHALL_<FLOOR> such as PYHALL_REQUIRE_WORKER_ATTESTATION=false).",
     )
     parser.add_argument(

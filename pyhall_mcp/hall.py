@@ -469,6 +469,19 @@ class Hall:
             (s.record for s in self.served.values()), key=lambda r: r.tool.name if r.tool else ""
         )
 
+    def config_paths(self) -> list[Path]:
+        """What this hall was loaded from: a change to any of it calls for a reload."""
+        layout = self.layout
+        rules = [(layout.root / entry).resolve() for entry in self.settings.rules]
+        return [
+            layout.hall_yaml,
+            *rules,
+            layout.policies_dir,
+            layout.trusted_keys,
+            layout.attestation_deny_list,
+            layout.workers_dir,
+        ]
+
     @property
     def problems(self) -> list[PyhallError]:
         return list(self.registry.problems)

@@ -448,6 +448,29 @@ async def scenario_reload_and_list_changed(s: Session) -> None:
     assert caught.value.error.code == -32602
 
 
+async def scenario_policy_edit_takes_effect_without_a_restart(s: Session) -> None:
+    """An operator tightening a policy must not have to remember to restart the gateway."""
+    policy = s.hall / "policies" / "test.yaml"
+    original = policy.read_text()
+    closing = (
+        "\n  - id: pol.test.no-more-echo\n    effect: deny\n    description: Closed for now.\n"
+        "    when:\n      tool: echo\n"
+    )
+
+    async def echo_code() -> str | None:
+        return _governance(await s.call("echo", {"text": "x"})).get("deny_code")
+
+    async def settles_on(code: str | None) -> None:
+        with anyio.fail_after(10):
+            while await echo_code() != code:
+                await anyio.sleep(0.1)
+
+    policy.write_text(original + closing)
+    await settles_on("DENY_POLICY_GATE")
+    policy.write_text(original)
+    await settles_on(None)
+
+
 @asynccontextmanager
 async def _tool_list_changes(s: Session) -> AsyncIterator[Callable[[set[str]], Awaitable[None]]]:
     """``await changed(names)``: wait for change notices until the tools listed are ``names``.
@@ -507,6 +530,7 @@ SCENARIOS = [
     scenario_progress,
     scenario_worker_writing_stdout,
     scenario_reload_and_list_changed,
+    scenario_policy_edit_takes_effect_without_a_restart,
 ]
 
 
