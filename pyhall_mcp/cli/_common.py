@@ -36,6 +36,22 @@ class CommandFailed(Exception):
         self.details = details
 
 
+def number_in(low: float, high: float | None = None, kind: type = int) -> Any:
+    """An argparse type: a number of ``kind`` with ``low <= value (<= high)``."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if value < low or (high is not None and value > high):
+            span = f"from {low} to {high}" if high is not None else f"at least {low}"
+            raise argparse.ArgumentTypeError(f"must be {span}, got {text}")
+        return value
+
+    return parse
+
+
 def add_hall_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--hall",

@@ -27,6 +27,7 @@ from ._common import (
     add_state_dir_arg,
     emit,
     hall_layout,
+    number_in,
 )
 
 __all__ = ["register"]
@@ -43,7 +44,9 @@ def register(commands: argparse._SubParsersAction) -> None:
 
     listing = sub.add_parser("list", help="held calls waiting for a decision (--all: every one)")
     listing.add_argument("--all", action="store_true", help="include decided, used and expired")
-    listing.add_argument("--limit", type=int, default=100, help="at most this many (newest first)")
+    listing.add_argument(
+        "--limit", type=number_in(1), default=100, help="at most this many (newest first)"
+    )
     _common(listing)
     listing.set_defaults(func=run_list)
 

@@ -36,6 +36,7 @@ from ._common import (
     add_state_dir_arg,
     emit,
     hall_layout,
+    number_in,
 )
 
 __all__ = ["register"]
@@ -82,7 +83,9 @@ def register(commands: argparse._SubParsersAction) -> None:
         "with --json, one full receipt per line (JSON Lines).",
     )
     _common_args(tail)
-    tail.add_argument("-n", type=int, default=10, metavar="N", help="how many (default 10)")
+    tail.add_argument(
+        "-n", type=number_in(0), default=10, metavar="N", help="how many (default 10)"
+    )
     tail.add_argument("--follow", "-f", action="store_true", help="keep printing new receipts")
     tail.set_defaults(func=run_tail)
 

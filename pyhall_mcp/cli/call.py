@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
+import sys
 from typing import Any
 
 from ._common import EXIT_NO, CommandFailed, add_hall_arg, add_json_arg, emit, hall_dir
@@ -116,6 +118,10 @@ async def _call(args: argparse.Namespace, arguments: dict[str, Any], meta: dict[
             return 0
         code = summary.get("deny_code")
         emit(args, payload, f"{'DENIED ' + code if code else 'ERROR'}: {text}")
+        approval = summary.get("pending_approval_id")
+        if approval and not args.json:  # the operator's next step, for this very hall
+            hall = f" --hall {shlex.quote(str(hall_dir(args)))}" if args.hall else ""
+            sys.stderr.write(f"to approve it: pyhall approvals approve {approval}{hall}\n")
         return EXIT_NO
     emit(args, payload, json.dumps(result.structured_content, indent=2))
     return 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import shutil
 import sys
 import tempfile
@@ -236,8 +237,9 @@ async def _session(work: Path, args: argparse.Namespace) -> list[dict[str, Any]]
         }
     )
     if not args.json:
+        hall = f" --hall {shlex.quote(str(hall_dir(args)))}" if args.hall else ""
         narrator.say(
-            'Try it yourself: pyhall call greet --args \'{"name": "you"}\'\n'
-            "Connect a client: pyhall config claude-desktop"
+            f'Try it yourself: pyhall call greet --args \'{{"name": "you"}}\'{hall}\n'
+            f"Connect a client: pyhall config claude-desktop{hall}"
         )
     return narrator.steps

@@ -7,7 +7,16 @@ import json
 import uuid
 from typing import Any
 
-from ._common import EXIT_NO, EXIT_USAGE, CommandFailed, add_hall_arg, add_json_arg, emit, load_hall
+from ._common import (
+    EXIT_NO,
+    EXIT_USAGE,
+    CommandFailed,
+    add_hall_arg,
+    add_json_arg,
+    emit,
+    load_hall,
+    number_in,
+)
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -25,7 +34,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--tenant-id", metavar="ID")
     parser.add_argument("--correlation-id", metavar="ID")
     parser.add_argument("--request", default="{}", metavar="JSON", help="the request payload")
-    parser.add_argument("--blast-score", type=int, metavar="N", help="raise the blast score")
+    parser.add_argument(
+        "--blast-score", type=number_in(0, 100), metavar="N", help="raise the blast score"
+    )
     parser.add_argument("--dry-run", action="store_true")
     add_hall_arg(parser)
     add_json_arg(parser)

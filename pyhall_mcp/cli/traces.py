@@ -8,7 +8,15 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ._common import EXIT_NO, EXIT_OK, EXIT_USAGE, CommandFailed, add_json_arg, emit
+from ._common import (
+    EXIT_NO,
+    EXIT_OK,
+    EXIT_USAGE,
+    CommandFailed,
+    add_json_arg,
+    emit,
+    number_in,
+)
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -46,7 +54,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     rep.add_argument("--update", action="store_true", help="re-record each file from the live run")
     rep.add_argument(
         "--timeout",
-        type=float,
+        type=number_in(0.1, kind=float),
         default=None,
         metavar="S",
         help="longest wait for one server frame (default: 20)",
