@@ -235,6 +235,27 @@ def test_validate_fixtures_and_goldens(tmp_path: Path) -> None:
     assert not as_json(failing)["results"][0]["ok"]
 
 
+def test_fixture_files_that_would_check_nothing_are_refused(tmp_path: Path) -> None:
+    rules = next((Path(__file__).parents[1] / "rules").glob("*.yaml"))
+    cases = {
+        "not-a-case": {"tests": [1]},
+        "no-expect": {"tests": [{"test_id": "a", "input": {}}]},
+        "duplicate-id": {"tests": [{"test_id": "a", "input": {}, "expect": {"denied": True}}] * 2},
+        "registry-list": {"tests": [], "registry": [1]},
+    }
+    for name, doc in cases.items():
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps(doc))
+        result = pyhall("validate", str(rules), str(path))
+        assert result.returncode == 3, (name, result.stderr)
+        assert str(path) in result.stderr and "(fix: " in result.stderr
+        no_traceback(result)
+    (tmp_path / "ok.json").write_text(json.dumps({"tests": []}))
+    (tmp_path / "ok.goldens.json").write_text("{not json")
+    corrupt = pyhall("validate", str(rules), str(tmp_path / "ok.json"))
+    assert corrupt.returncode == 3 and "--update-goldens" in corrupt.stderr
+
+
 def test_status_json(hall: Path) -> None:
     data = as_json(pyhall("status", "--hall", str(hall), "--json"))
     workers = {w["tool"]: w for w in data["workers"]}

@@ -7,11 +7,12 @@ import contextlib
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
+
+from pydantic import ValidationError
 
 from ..errors import ConfigError, PyhallError
 from ._common import (
-    EXIT_CONFIG,
     EXIT_NO,
     CommandFailed,
     add_hall_arg,
@@ -75,6 +76,8 @@ def run(args: argparse.Namespace) -> int:
     if args.rules or args.tests:
         if not (args.rules and args.tests):
             raise CommandFailed("fixture mode takes both RULES and TESTS", exit_code=2)
+        if args.hall:
+            raise CommandFailed("fixture mode reads RULES and TESTS, not a hall: drop --hall", 2)
         return _run_fixtures(args)
     problems = check_hall(hall_dir(args))
     errors = [p for p in problems if p.severity == "error"]
@@ -252,19 +255,23 @@ def _run_fixtures(args: argparse.Namespace) -> int:
 
     rules = load_rules(args.rules)
     doc = load_document(args.tests)
-    if not isinstance(doc, dict) or not isinstance(doc.get("tests"), list):
-        raise CommandFailed(f'{args.tests}: expected {{"tests": [...]}}', EXIT_CONFIG)
-    registry = doc.get("registry", {})
+    _check_fixtures(doc, args.tests)
+    registry = doc.get("registry") or {}
     controls = set(registry.get("controls_present", []))
     available = set(registry.get("workers_available", []))
-    config = HallConfig.model_validate(doc.get("hall_config", {}))
+    try:
+        config = HallConfig.model_validate(doc.get("hall_config") or {})
+    except ValidationError as exc:
+        where = ".".join(str(p) for p in exc.errors()[0]["loc"])
+        message, location = exc.errors()[0]["msg"], f"hall_config.{where}"
+        raise ConfigError(message, file=args.tests, location=location) from None
     goldens_path = Path(args.goldens or Path(args.tests).with_suffix(".goldens.json"))
-    goldens = json.loads(goldens_path.read_text()) if goldens_path.exists() else {}
+    goldens = _load_goldens(goldens_path) if goldens_path.exists() else {}
     results, snapshots = [], {}
     for case in doc["tests"]:
-        test_id = case.get("test_id", "?")
+        test_id = case["test_id"]
         decision = make_decision(
-            case.get("input", {}),
+            case["input"],
             rules,
             registry_controls_present=controls,
             registry_worker_available=available.__contains__,
@@ -295,6 +302,47 @@ def _run_fixtures(args: argparse.Namespace) -> int:
     )
     emit(args, {"ok": not failed, "results": results}, "\n".join(lines))
     return EXIT_NO if failed else 0
+
+
+def _load_goldens(path: Path) -> dict[str, Any]:
+    try:
+        goldens = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError:  # not UTF-8, or not JSON
+        goldens = None
+    if not isinstance(goldens, dict):
+        raise ConfigError(
+            "not a JSON mapping of test ids to snapshots",
+            file=str(path),
+            fix="rewrite it with --update-goldens",
+        )
+    return goldens
+
+
+def _check_fixtures(doc: Any, source: str) -> None:
+    """The fixture file's shape, so that a case that checks nothing cannot pass."""
+
+    def fail(where: str, message: str) -> NoReturn:
+        fix = 'see the format in `pyhall validate --help`: {"tests": [{"test_id", "input", ...}]}'
+        raise ConfigError(message, file=source, location=where, fix=fix)
+
+    if not isinstance(doc, dict) or not isinstance(doc.get("tests"), list):
+        fail("tests", 'expected {"tests": [...]}')
+    for key in ("registry", "hall_config"):
+        if not isinstance(doc.get(key) or {}, dict):
+            fail(key, "must be a mapping")
+    seen: set[str] = set()
+    for index, case in enumerate(doc["tests"]):
+        where = f"tests[{index}]"
+        if not isinstance(case, dict):
+            fail(where, "each case must be a mapping")
+        test_id = case.get("test_id")
+        if not isinstance(test_id, str) or not test_id or test_id in seen:
+            fail(f"{where}.test_id", "must be a unique, non-empty string")
+        seen.add(test_id)
+        if not isinstance(case.get("input"), dict):
+            fail(f"{where}.input", "must be a mapping (the RouteInput)")
+        if not isinstance(case.get("expect"), dict) or not case["expect"]:
+            fail(f"{where}.expect", "must name at least one field to check")
 
 
 def _field(decision: dict[str, Any], key: str) -> Any:
