@@ -556,5 +556,10 @@ def _hash_file(path: Path) -> str | None:
         return None
 
 
+def is_worker_id(value: object) -> bool:
+    """Whether ``value`` is a worker id a record may carry (two to four dotted parts)."""
+    return isinstance(value, str) and bool(_ID.match(value))
+
+
 def is_sha256_hex(value: object) -> bool:
     return isinstance(value, str) and bool(_HEX64.match(value))

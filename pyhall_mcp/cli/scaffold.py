@@ -8,6 +8,7 @@ from pathlib import Path
 
 import yaml
 
+from ..registry import is_worker_id
 from ._common import EXIT_USAGE, CommandFailed, add_hall_arg, add_json_arg, emit, hall_dir
 
 _NAME = re.compile(r"^[a-z][a-z0-9-]{0,40}$")
@@ -86,6 +87,12 @@ def run(args: argparse.Namespace) -> int:
         raise CommandFailed("NAME must be lowercase letters, digits and '-'", EXIT_USAGE)
     if not _CAP.match(args.capability):
         raise CommandFailed("--capability must look like cap.<area>.<verb>", EXIT_USAGE)
+    if not is_worker_id(f"{args.namespace}.{args.name}"):
+        raise CommandFailed(
+            f"--namespace {args.namespace!r}: the worker id {args.namespace}.{args.name} must be "
+            "two to four dot-separated parts of lowercase letters, digits and '-'",
+            EXIT_USAGE,
+        )
     parent = Path(args.out) if args.out else hall_dir(args) / "workers"
     target = parent / args.name
     if target.exists():

@@ -102,10 +102,15 @@ def run_keygen(args: argparse.Namespace) -> int:
 
 def run_issue(args: argparse.Namespace) -> int:
     from ..credentials import CredentialError, issue_credential, verify_credential
+    from ..errors import ConfigError
     from ..signing import SigningKey
 
     ttl = parse_ttl(args.ttl)
-    key = SigningKey.load(Path(args.key))
+    try:
+        key = SigningKey.load(Path(args.key))
+    except ConfigError as exc:  # the general hint names the wrong kind of key
+        fix = "create an issuer key with `pyhall tenant keygen`"
+        raise ConfigError(exc.message, file=exc.file, location=exc.location, fix=fix) from None
     try:
         token = issue_credential(key, args.tenant_id, ttl_seconds=ttl)
     except CredentialError as exc:
