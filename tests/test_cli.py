@@ -313,6 +313,13 @@ def test_scaffold_then_enroll(hall: Path, tmp_path: Path) -> None:
     assert bad.returncode == 2
 
 
+def test_scaffold_refuses_a_namespace_that_makes_a_bad_worker_id(hall: Path) -> None:
+    args = ("scaffold", "pinger", "--capability", "cap.net.ping", "--hall", str(hall))
+    result = pyhall(*args, "--namespace", "bad ns")
+    assert result.returncode == 2 and "worker id bad ns.pinger" in result.stderr
+    assert not (hall / "workers" / "pinger").exists()
+
+
 def test_enroll_refuses_symlinks_and_invalid_records(hall: Path, tmp_path: Path) -> None:
     pyhall("scaffold", "linker", "--capability", "cap.text.link", "--out", str(tmp_path))
     (tmp_path / "linker" / "escape").symlink_to("/etc")
