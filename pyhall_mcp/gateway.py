@@ -390,8 +390,9 @@ class _ClientStream:
                 code=types.PARSE_ERROR if not_json else types.INVALID_REQUEST,
                 message="Parse error" if not_json else "Invalid Request",
             )
+            request_id = None if not_json else _readable_id(errors)
             await self._write.send(
-                SessionMessage(types.JSONRPCError(jsonrpc="2.0", id=None, error=error))
+                SessionMessage(types.JSONRPCError(jsonrpc="2.0", id=request_id, error=error))
             )
 
     def __aiter__(self) -> _ClientStream:
@@ -408,6 +409,18 @@ class _ClientStream:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self._inner.aclose()
+
+
+def _readable_id(errors: list[dict[str, Any]]) -> types.RequestId | None:
+    """The id of a request that failed validation, when it could be read: the client
+    is waiting on that id (JSON-RPC 2.0 wants null only when it could not be read)."""
+    for error in errors:
+        message = error.get("input")
+        if isinstance(message, dict) and "method" in message:
+            value = message.get("id")
+            if isinstance(value, int | str) and not isinstance(value, bool):
+                return value
+    return None
 
 
 class _ServerStream:

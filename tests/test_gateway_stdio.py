@@ -103,8 +103,12 @@ def test_malformed_lines_get_jsonrpc_errors_and_stdout_stays_protocol(
         gateway.send('{"jsonrpc": "2.0", "id": 2, "method": "tools/li')
         assert gateway.next_message()["error"]["code"] == -32700
         gateway.send({"jsonrpc": "1.0", "id": 3, "method": "tools/list"})
-        answer = gateway.next_message()
-        assert (answer["id"], answer["error"]["code"]) == (None, -32600)
+        answer = gateway.next_message()  # not JSON-RPC 2.0, but its id could be read
+        assert (answer["id"], answer["error"]["code"]) == (3, -32600)
+
+        # the request is invalid but its id is readable: the answer carries it
+        bad_params = {"jsonrpc": "2.0", "id": 31, "method": "tools/call", "params": "x"}
+        assert gateway.request(bad_params)["error"]["code"] == -32600
 
         unknown_method = gateway.request({"jsonrpc": "2.0", "id": 4, "method": "no/such"})
         assert unknown_method["error"]["code"] == -32601
