@@ -607,12 +607,12 @@ def _load(args: argparse.Namespace) -> tuple[Hall, dict[str, Any]]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if args.record:  # serve from a child process behind the recording relay
-        from .traces import record_gateway
-
-        return record_gateway(args.record, sys.argv[1:] if argv is None else argv)
     try:
         hall, overrides = _load(args)
+        if args.record:  # serve from a child process behind the recording relay
+            from .traces import record_gateway
+
+            return record_gateway(args.record, sys.argv[1:] if argv is None else argv)
         if args.check:
             return _report_check(hall)
         hall.open_audit()  # before serving: a hall that cannot receipt does not start

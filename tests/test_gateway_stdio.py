@@ -359,3 +359,14 @@ def test_a_floor_reads_the_same_from_a_flag_and_a_variable(
     for floors in (from_flag, from_variable):
         assert floors.allowed_tenants == ["tester", "other"]
         assert floors.blast_gate_threshold == 1 and type(floors.blast_gate_threshold) is int
+
+
+def test_recording_a_refused_hall_writes_no_trace(
+    gate_hall: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    hall_yaml = gate_hall / "hall.yaml"
+    hall_yaml.write_text(hall_yaml.read_text().replace("env: dev", "env: production"))
+    trace = tmp_path / "session.jsonl"
+    assert main(["--hall", str(gate_hall), "--record", str(trace)]) == 3
+    assert "refusing to start" in capsys.readouterr().err
+    assert not trace.exists()
