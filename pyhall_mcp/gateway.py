@@ -594,21 +594,23 @@ def check_launch(argv: Sequence[str]) -> Hall:
         args = _parser().parse_args(argv)
     except SystemExit:
         raise ConfigError("the gateway's arguments are invalid (see the message above)") from None
-    return _load(args)[0]
+    return _load(args, inspect_only=True)[0]
 
 
-def _load(args: argparse.Namespace) -> tuple[Hall, dict[str, Any]]:
+def _load(args: argparse.Namespace, *, inspect_only: bool) -> tuple[Hall, dict[str, Any]]:
     from .layout import hall_dir_from
 
     overrides = _overrides(args)
-    hall = Hall.load(hall_dir_from(args.hall), overrides=overrides, state_dir=args.state_dir)
+    root = hall_dir_from(args.hall)
+    hall = Hall.load(root, overrides=overrides, state_dir=args.state_dir, inspect_only=inspect_only)
     return hall, overrides
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        hall, overrides = _load(args)
+        # --check and --record only look: the recorded child loads the hall to serve it
+        hall, overrides = _load(args, inspect_only=args.check or bool(args.record))
         if args.record:  # serve from a child process behind the recording relay
             from .traces import record_gateway
 

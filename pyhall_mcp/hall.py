@@ -402,8 +402,14 @@ class Hall:
         *,
         overrides: Mapping[str, Any] | None = None,
         state_dir: str | Path | None = None,
+        inspect_only: bool = False,
     ) -> Hall:
-        """Load and validate a hall directory; ``ConfigError`` on anything invalid."""
+        """Load and validate a hall directory; ``ConfigError`` on anything invalid.
+
+        ``inspect_only``: for commands that look and never call (status, route,
+        ``--check``): attested packages are verified but not copied into the state
+        directory to run from, so the state directory is not written to.
+        """
         layout = HallLayout.for_hall(root, state_dir)
         layout.check()
         settings = load_settings(layout, overrides or {})
@@ -424,7 +430,7 @@ class Hall:
         registry = Registry.load(layout.workers_dir) if layout.workers_dir.is_dir() else Registry()
         for env, hosts in settings.egress_allowlist.items():
             registry.set_egress_allowlist(env, hosts)
-        served, failures = _prepare_workers(layout, registry, config, trusted)
+        served, failures = _prepare_workers(layout, registry, config, trusted, inspect_only)
         policy = policy_for(layout, settings, [item.record for item in served.values()])
         return cls(layout, settings, rules, registry, policy, trusted, served, failures)
 
@@ -925,7 +931,11 @@ class Hall:
 
 
 def _prepare_workers(
-    layout: HallLayout, registry: Registry, config: HallConfig, trusted: Keyring
+    layout: HallLayout,
+    registry: Registry,
+    config: HallConfig,
+    trusted: Keyring,
+    inspect_only: bool = False,
 ) -> tuple[dict[str, _Served], dict[str, str]]:
     """Runners, validators and (when required) verified attestations for served workers."""
     from .runners import build_runner
@@ -945,7 +955,9 @@ def _prepare_workers(
         run_from = worker_dir
         if config.require_worker_attestation:
             try:
-                run_from = _attest(layout, registry, record, worker_dir, trusted, deny_list)
+                run_from = _attest(
+                    layout, registry, record, worker_dir, trusted, deny_list, inspect_only
+                )
             except AttestationError as exc:
                 failures[record.worker_id] = exc.code
                 sys.stderr.write(
@@ -976,6 +988,7 @@ def _attest(
     worker_dir: Path,
     trusted: Keyring,
     deny_list: frozenset[str],
+    inspect_only: bool = False,
 ) -> Path:
     """Verify a worker's package; register it with the router; return where to run it from."""
     from .attestation import snapshot_package, verify_package
@@ -990,6 +1003,8 @@ def _attest(
         record=record.model_dump(exclude_unset=True),
     )
     registry.set_attestation(record.worker_id, package.digest, package.monitor().current_digest)
+    if inspect_only:
+        return worker_dir
     # Run from a verified read-only copy: editing workers/ after the check changes nothing
     # that runs, and the monitor still sees the edit and denies the next call.
     return snapshot_package(worker_dir, package.digest, layout.state_dir / "snapshots")

@@ -256,6 +256,27 @@ def test_fixture_files_that_would_check_nothing_are_refused(tmp_path: Path) -> N
     assert corrupt.returncode == 3 and "--update-goldens" in corrupt.stderr
 
 
+def test_commands_that_only_look_write_nothing_to_the_state_directory(tmp_path: Path) -> None:
+    fresh = tmp_path / "fresh"
+    assert pyhall("init", str(fresh)).returncode == 0
+
+    def state() -> list[Path]:  # SQLite's -shm/-wal index files come with any reader
+        files = (fresh / ".pyhall").rglob("*")
+        return sorted(p.relative_to(fresh) for p in files if not p.name.endswith(("-shm", "-wal")))
+
+    before = state()
+    assert pyhall("status", "--hall", str(fresh)).returncode == 0
+    assert pyhall("route", "--capability", "cap.hello.greet", "--hall", str(fresh)).returncode == 0
+    check = subprocess.run(
+        [sys.executable, "-m", "pyhall_mcp", "--hall", str(fresh), "--check"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert check.returncode == 0, check.stderr
+    assert state() == before  # no snapshots/ of the attested workers
+
+
 def test_status_json(hall: Path) -> None:
     data = as_json(pyhall("status", "--hall", str(hall), "--json"))
     workers = {w["tool"]: w for w in data["workers"]}

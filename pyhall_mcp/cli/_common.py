@@ -127,7 +127,9 @@ def _render(data: Any, indent: int = 0) -> str:
     return f"{pad}{data}"
 
 
-def load_hall(args: argparse.Namespace, overrides: dict[str, Any] | None = None) -> Any:
+def load_hall(
+    args: argparse.Namespace, overrides: dict[str, Any] | None = None, *, inspect_only: bool = False
+) -> Any:
     """The hall named by --hall, with the operator's PYHALL_* settings applied."""
     from ..hall import Hall, overrides_from_environ
 
@@ -137,4 +139,6 @@ def load_hall(args: argparse.Namespace, overrides: dict[str, Any] | None = None)
             merged["floors"] = {**merged.get("floors", {}), **value}
         else:
             merged[key] = value
-    return Hall.load(hall_dir(args), overrides=merged, state_dir=getattr(args, "state_dir", None))
+    state_dir = getattr(args, "state_dir", None)
+    root = hall_dir(args)
+    return Hall.load(root, overrides=merged, state_dir=state_dir, inspect_only=inspect_only)

@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
         raise CommandFailed(f"--request is not JSON: {exc.msg}", EXIT_USAGE) from None
     if not isinstance(request, dict):
         raise CommandFailed("--request must be a JSON object", EXIT_USAGE)
-    hall = load_hall(args)
+    hall = load_hall(args, inspect_only=True)
     settings = hall.settings
     try:
         inp = RouteInput(

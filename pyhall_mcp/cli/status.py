@@ -20,7 +20,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    hall = load_hall(args)
+    hall = load_hall(args, inspect_only=True)
     data = status(hall)
     emit(args, data, _render(data))
     return 0
