@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 import anyio.lowlevel
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
 
 from . import telemetry
 from ._schema import SchemaValidator
@@ -88,7 +88,7 @@ OutcomeStatus = Literal[
 class AuditSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    enabled: bool = True
+    enabled: StrictBool = True  # YAML's true or false: "yes" must not switch receipts
     #: When a receipt counts as written: ``fsync`` (on disk, survives a power loss) or
     #: ``os`` (handed to the operating system: survives the gateway's crash, not the machine's).
     durability: Durability = "fsync"
@@ -100,7 +100,8 @@ class LimitSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     max_argument_bytes: int = Field(default=256 * 1024, gt=0)
-    max_result_bytes: int = Field(default=1024 * 1024, gt=0)
+    #: At most what a runner reads back from a worker (runners.MAX_LINE_BYTES).
+    max_result_bytes: int = Field(default=1024 * 1024, gt=0, le=1024 * 1024)
 
 
 class HallSettings(BaseModel):

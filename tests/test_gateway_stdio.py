@@ -271,6 +271,15 @@ _BAD_SETTINGS = {
         {},
         ["hall.yaml", "floors.enforce_policy_gate"],
     ),
+    "audit-yes": BadSetting(
+        ("audit:\n  enabled: true", "audit:\n  enabled: yes"), [], {}, ["audit.enabled"]
+    ),
+    "result-limit": BadSetting(
+        ("audit:\n", "limits: {max_result_bytes: 5000000}\naudit:\n"),
+        [],
+        {},
+        ["limits.max_result_bytes"],
+    ),
     "floors-not-a-mapping": BadSetting(
         ("floors:\n", "floors: yes\nunused_floors:\n"), [], {}, ["hall.yaml", "floors"]
     ),
