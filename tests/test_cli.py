@@ -353,6 +353,16 @@ def test_enroll_refuses_symlinks_and_invalid_records(hall: Path, tmp_path: Path)
     assert as_json(invalid)["details"]["location"] == "capabilities"
 
 
+def test_enroll_errors_name_the_users_file_not_the_staging_copy(hall: Path, tmp_path: Path) -> None:
+    record = (hall / "workers" / "greeter" / "worker.yaml").read_text()
+    clash = tmp_path / "pinger.yaml"  # a second worker claiming the tool name greet
+    clash.write_text(record.replace("org.demo.greeter", "org.demo.pinger"))
+    result = pyhall("enroll", str(clash), "--hall", str(hall))
+    assert result.returncode == 3
+    assert f"error: {clash}: tool.name:" in result.stderr and ".enroll-" not in result.stderr
+    assert not (hall / "workers" / "pinger").exists()
+
+
 def test_search_and_explain(hall: Path) -> None:
     found = as_json(pyhall("search", "delete", "--json"))
     assert any(e["id"] == "cap.fs.delete" for e in found["results"])

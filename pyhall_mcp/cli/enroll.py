@@ -85,7 +85,13 @@ def run(args: argparse.Namespace) -> int:
                 source,
                 staged / ("registry_record.json" if source.suffix == ".json" else "worker.yaml"),
             )
-        _check_fits(workers, staged, name)
+        try:
+            _check_fits(workers, staged, name)
+        except ConfigError as exc:  # name the user's file, not the staging copy
+            copy = str(staged if source.is_dir() else _record_file(staged))
+            original = str(source)
+            file = exc.file.replace(copy, original, 1) if exc.file else exc.file
+            raise type(exc)(exc.message, file=file, location=exc.location, fix=exc.fix) from None
         if target.exists():
             shutil.rmtree(target)
         staged.rename(target)
