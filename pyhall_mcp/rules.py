@@ -241,20 +241,30 @@ class RuleSet(Sequence[Rule]):
     reference's ``list[Rule]`` iterates it unchanged.
     """
 
-    def __init__(self, rules: Iterable[Rule], *, source: str | None = None) -> None:
+    def __init__(
+        self,
+        rules: Iterable[Rule],
+        *,
+        source: str | None = None,
+        origins: Sequence[tuple[str, int]] | None = None,
+    ) -> None:
+        """``origins``: each rule's file and index there, when the set spans files."""
         compiled: list[_Compiled] = []
-        seen: dict[str, int] = {}
+        seen: dict[str, tuple[str | None, int]] = {}
         for index, rule in enumerate(rules):
-            item = _compile_rule(rule, source=source, index=index)
+            file, at = origins[index] if origins is not None else (source, index)
+            item = _compile_rule(rule, source=file, index=at)
             if item.rule.rule_id in seen:
+                first_file, first_at = seen[item.rule.rule_id]
+                where = f"{first_file}: " if first_file and first_file != file else ""
                 raise _fail(
-                    f"duplicate rule_id (first at rules[{seen[item.rule.rule_id]}])",
-                    source=source,
+                    f"duplicate rule_id (first at {where}rules[{first_at}])",
+                    source=file,
                     rule_id=item.rule.rule_id,
-                    index=index,
+                    index=at,
                     fix="give every rule a unique rule_id",
                 )
-            seen[item.rule.rule_id] = index
+            seen[item.rule.rule_id] = (file, at)
             compiled.append(item)
         self.source = source
         self._compiled = tuple(compiled)
@@ -430,10 +440,13 @@ def load_rule_set(paths: Iterable[str | Path]) -> RuleSet:
     """Load several rule files as one ordered set (files in the given order)."""
     rules: list[Rule] = []
     sources = []
+    origins: list[tuple[str, int]] = []
     for path in paths:
-        rules.extend(_rules_from_document(load_document(path), str(path)))
+        found = _rules_from_document(load_document(path), str(path))
+        rules.extend(found)
+        origins.extend((str(path), index) for index in range(len(found)))
         sources.append(str(path))
-    return RuleSet(rules, source=", ".join(sources) or None)
+    return RuleSet(rules, source=", ".join(sources) or None, origins=origins)
 
 
 # -- compatibility with code that passes a plain list -------------------------------

@@ -498,3 +498,23 @@ def test_ten_thousand_rules_load_in_reasonable_time() -> None:
     assert rs.first_match(_inp(capability_id="cap.bench.c00000", env="edge")) is None
     # Generous: a regression to a quadratic scan would take minutes, not seconds.
     assert elapsed < 15, f"loading 10,000 rules took {elapsed:.1f}s"
+
+
+def test_errors_in_a_set_of_files_name_the_file_and_its_own_index(tmp_path: Path) -> None:
+    rule = {
+        "rule_id": "rr.a",
+        "match": {"capability_id": "cap.a.b"},
+        "decision": {"candidate_workers_ranked": [{"worker_species_id": "wrk.a.b"}]},
+    }
+    first, second = tmp_path / "a.json", tmp_path / "b.json"
+    first.write_text(json.dumps({"rules": [rule, {**rule, "rule_id": "rr.b"}]}))
+    second.write_text(json.dumps({"rules": [{**rule, "rule_id": "rr.c", "match": {"env": 5}}]}))
+    with pytest.raises(RuleError) as bad:
+        load_rule_set([first, second])
+    assert (bad.value.file, bad.value.location) == (str(second), "rules[0] (rule_id: rr.c)")
+
+    second.write_text(json.dumps({"rules": [{**rule, "rule_id": "rr.b"}]}))
+    with pytest.raises(RuleError) as duplicate:
+        load_rule_set([first, second])
+    assert duplicate.value.file == str(second)
+    assert f"first at {first}: rules[1]" in duplicate.value.message
