@@ -326,9 +326,13 @@ class _Ledger:
         self._awaited: set[types.RequestId] = set()
         self._changed = anyio.Event()
 
+    #: Requests that stay open for the whole connection: never waited for.
+    _OPEN_ENDED = frozenset({"subscriptions/listen"})
+
     def received(self, message: Any) -> None:
         if isinstance(message, types.JSONRPCRequest):
-            self._owed.add(message.id)
+            if message.method not in self._OPEN_ENDED:
+                self._owed.add(message.id)
         elif isinstance(message, types.JSONRPCNotification):
             if message.method == "notifications/cancelled":
                 # a cancelled request gets no answer

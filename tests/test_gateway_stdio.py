@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -379,3 +380,29 @@ def test_recording_a_refused_hall_writes_no_trace(
     assert main(["--hall", str(gate_hall), "--record", str(trace)]) == 3
     assert "refusing to start" in capsys.readouterr().err
     assert not trace.exists()
+
+
+def test_an_open_subscription_does_not_hold_up_the_end_of_input(
+    gate_hall: Path, tmp_path: Path
+) -> None:
+    """subscriptions/listen stays open for the whole connection: the end of input does
+    not wait for its answer (it would wait out the slowest worker's timeout)."""
+    meta = {
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientInfo": {"name": "raw", "version": "0"},
+        "io.modelcontextprotocol/clientCapabilities": {},
+    }
+    gateway = RawGateway(gate_hall, "--state-dir", str(tmp_path / "state"))
+    try:
+        listing = {"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {"_meta": meta}}
+        assert "result" in gateway.request(listing)
+        listen = {"notifications": {"toolsListChanged": True}, "_meta": meta}
+        gateway.send(
+            {"jsonrpc": "2.0", "id": "l", "method": "subscriptions/listen", "params": listen}
+        )
+        time.sleep(0.3)
+    finally:
+        started = time.monotonic()
+        code = gateway.close()
+    assert code == 0
+    assert time.monotonic() - started < 5  # the gate hall's slowest worker may take 30 s
