@@ -16,7 +16,7 @@ import json
 import os
 import sys
 import traceback
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -73,6 +73,20 @@ def _fingerprint(paths: Sequence[Path], skip: Path) -> tuple[tuple[str, int, int
     return tuple(sorted(entries))
 
 
+def _rule_paths_named(layout: Any) -> list[Path]:
+    """The rule paths hall.yaml names as it is now (best effort: a broken file names none)."""
+    from ._yaml import load_document
+
+    try:
+        doc = load_document(layout.hall_yaml)
+    except PyhallError:
+        return []
+    entries = doc.get("rules") if isinstance(doc, dict) else None
+    if not isinstance(entries, list):
+        return []
+    return [(layout.root / str(entry)).resolve() for entry in entries]
+
+
 class Gateway:
     """The hall behind the MCP server; swapped whole when its workers change on disk."""
 
@@ -85,6 +99,7 @@ class Gateway:
         self.inflight = 0  # calls being handled; shutdown waits for them to unwind
         # The baseline is taken here, not when watching starts: a change made while the
         # server starts up would otherwise be part of the baseline and never reloaded.
+        self._refused = False  # the last reload was refused
         self._seen = self._fingerprint()
 
     # -- MCP handlers ---------------------------------------------------------------
@@ -181,7 +196,10 @@ class Gateway:
 
     # -- reload ------------------------------------------------------------------------
     def _fingerprint(self) -> tuple[tuple[str, int, int], ...]:
-        return _fingerprint(self.hall.config_paths(), skip=self.hall.layout.state_dir)
+        paths = self.hall.config_paths()
+        if self._refused:  # what hall.yaml names now, e.g. a rule file not written yet
+            paths += _rule_paths_named(self.hall.layout)
+        return _fingerprint(paths, skip=self.hall.layout.state_dir)
 
     async def watch(self, interval_s: float) -> None:
         """Reload the hall when its configuration changes (hall.yaml, rules, policies,
@@ -203,16 +221,24 @@ class Gateway:
                     old.layout.root, overrides=self.overrides, state_dir=old.layout.state_dir
                 )
             )
-        except ConfigError as exc:
-            sys.stderr.write(
-                f"pyhall-mcp: reload refused, keeping the previous hall: {exc.describe()}\n"
-            )
+        except Exception as exc:  # a bad reload keeps the old hall; the gateway serves on
+            why = exc.describe() if isinstance(exc, ConfigError) else str(exc)
+            if not isinstance(exc, PyhallError):
+                why = f"{type(exc).__name__}:\n{traceback.format_exc()}"
+            sys.stderr.write(f"pyhall-mcp: reload refused, keeping the previous hall: {why}\n")
+            self._refused = True
             return False
+        self._refused = False
         new.audit = old.audit
         new.approvals = old.approvals
         self.hall = new
         self._tools = None
         sys.stderr.write(f"pyhall-mcp: reloaded {len(new.served)} tools\n")
+        if new.settings.audit != old.settings.audit:  # the open log cannot change under calls
+            sys.stderr.write(
+                "pyhall-mcp: warning: the audit settings in hall.yaml changed; they take "
+                "effect only when the gateway restarts\n"
+            )
         await self.notify_tools_changed()
         return True
 
@@ -320,8 +346,8 @@ class _Ledger:
     remain, or ``grace_s`` has passed.
     """
 
-    def __init__(self, grace_s: float) -> None:
-        self.grace_s = grace_s
+    def __init__(self, grace_s: Callable[[], float]) -> None:
+        self.grace_s = grace_s  # asked at the end: a reload may have brought slower workers
         self._owed: set[types.RequestId] = set()
         self._awaited: set[types.RequestId] = set()
         self._changed = anyio.Event()
@@ -333,18 +359,18 @@ class _Ledger:
         if isinstance(message, types.JSONRPCRequest):
             if message.method not in self._OPEN_ENDED:
                 self._owed.add(message.id)
-        elif isinstance(message, types.JSONRPCNotification):
-            if message.method == "notifications/cancelled":
-                # a cancelled request gets no answer
-                self._settle(self._owed, (message.params or {}).get("requestId"))
         elif isinstance(message, types.JSONRPCResponse | types.JSONRPCError):
             self._settle(self._awaited, message.id)
+        elif _is_cancel(message):  # the client withdrew a request: it gets no answer
+            self._settle(self._owed, message.params.get("requestId"))
 
     def sent(self, message: Any) -> None:
         if isinstance(message, types.JSONRPCRequest):
             self._awaited.add(message.id)
         elif isinstance(message, types.JSONRPCResponse | types.JSONRPCError):
             self._settle(self._owed, message.id)
+        elif _is_cancel(message):  # we stopped waiting for the client's answer
+            self._settle(self._awaited, message.params.get("requestId"))
 
     def _settle(self, ids: set[types.RequestId], request_id: Any) -> None:
         with contextlib.suppress(TypeError):  # an unhashable id was never recorded
@@ -354,9 +380,17 @@ class _Ledger:
 
     async def drained(self) -> None:
         """Return once nothing more can be answered (or after ``grace_s``)."""
-        with anyio.move_on_after(self.grace_s):
+        with anyio.move_on_after(self.grace_s()):
             while len(self._owed) > len(self._awaited):
                 await self._changed.wait()
+
+
+def _is_cancel(message: Any) -> bool:
+    return (
+        isinstance(message, types.JSONRPCNotification)
+        and message.method == "notifications/cancelled"
+        and isinstance(message.params, dict)
+    )
 
 
 class _ClientStream:
@@ -459,7 +493,7 @@ async def serve_stdio(gateway: Gateway) -> None:
         tasks.start_soon(_stop_on_signal, gateway, tasks.cancel_scope)
         async with stdio_server() as (read, write):
             # at the end of input, in-flight calls get as long as the slowest worker may run
-            ledger = _Ledger(grace_s=gateway.longest_timeout_s() + _EOF_GRACE_S)
+            ledger = _Ledger(grace_s=lambda: gateway.longest_timeout_s() + _EOF_GRACE_S)
             await server.run(
                 _ClientStream(read, write, ledger),
                 _ServerStream(write, ledger),
@@ -598,7 +632,9 @@ def check_launch(argv: Sequence[str]) -> Hall:
         args = _parser().parse_args(argv)
     except SystemExit:
         raise ConfigError("the gateway's arguments are invalid (see the message above)") from None
-    return _load(args, inspect_only=True)[0]
+    hall = _load(args, inspect_only=True)[0]
+    hall.check_start()
+    return hall
 
 
 def _load(args: argparse.Namespace, *, inspect_only: bool) -> tuple[Hall, dict[str, Any]]:
@@ -620,6 +656,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return record_gateway(args.record, sys.argv[1:] if argv is None else argv)
         if args.check:
+            hall.check_start()  # what would refuse to start is a refusal here too
             return _report_check(hall)
         hall.open_audit()  # before serving: a hall that cannot receipt does not start
         if not hall.settings.audit.enabled:  # the operator's choice, never a silent one

@@ -12,6 +12,7 @@ CLI sit on top and hold no governance logic of their own.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
@@ -25,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 import anyio.lowlevel
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator
 
 from . import telemetry
 from ._schema import SchemaValidator
@@ -47,7 +48,7 @@ from .models import (
 from .registry import Registry, WorkerRecord
 from .router import make_decision
 from .rules import RuleSet, load_rule_set
-from .signing import Keyring
+from .signing import Keyring, SigningKey
 
 if TYPE_CHECKING:
     from .approvals import ApprovalDesk
@@ -112,7 +113,7 @@ class HallSettings(BaseModel):
     name: str = "hall"
     description: str | None = None
     env: Env = "dev"
-    tenant_id: str = Field(default="default", min_length=1, max_length=256, pattern=r"\S")
+    tenant_id: str = Field(default="default", min_length=1, max_length=256)
     tenant_risk: TenantRisk = "low"
     qos_class: QoSClass = "P2"
     data_label: DataLabel = "PUBLIC"
@@ -127,6 +128,13 @@ class HallSettings(BaseModel):
     audit: AuditSettings = Field(default_factory=AuditSettings)
     limits: LimitSettings = Field(default_factory=LimitSettings)
     reload_interval_s: float = Field(default=1.0, ge=0)
+
+    @field_validator("tenant_id")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be blank")
+        return value
 
 
 #: Operator settings taken from the environment, as an MCP client config passes them.
@@ -240,10 +248,15 @@ def _launch_origin(path: list[str], overrides: Mapping[str, Any]) -> str | None:
         flag = _FLAGS.get(name, "")
     if name not in given:
         return None
-    in_environ = bool(os.environ.get(var))
-    if in_environ and (not flag or str(given[name]).lower() == os.environ[var].strip().lower()):
-        return f"environment variable {var}"
-    return f"launch flag {flag}" if flag else f"environment variable {var}"
+    raw = os.environ.get(var)
+    if raw and var:
+        from_environ: Any = raw
+        if path[0] == "floors":
+            with contextlib.suppress(ConfigError):
+                from_environ = parse_floor(name, raw, var)
+        if from_environ == given[name] or not flag:  # a flag would have replaced it
+            return f"environment variable {var}"
+    return f"launch flag {flag}" if flag else "a launch setting"
 
 
 def policy_for(
@@ -412,7 +425,7 @@ class Hall:
         directory to run from, so the state directory is not written to.
         """
         layout = HallLayout.for_hall(root, state_dir)
-        layout.check()
+        layout.check(writes=not inspect_only)
         settings = load_settings(layout, overrides or {})
         rules = load_rule_set(rule_files(layout, settings.rules))
         if settings.env in ("prod", "edge") and rules.shadowed:
@@ -434,6 +447,22 @@ class Hall:
         served, failures = _prepare_workers(layout, registry, config, trusted, inspect_only)
         policy = policy_for(layout, settings, [item.record for item in served.values()])
         return cls(layout, settings, rules, registry, policy, trusted, served, failures)
+
+    def check_start(self) -> None:
+        """Raise what would stop :meth:`open_audit`, writing nothing: the signing key (its
+        permissions), the receipt keyring and the log's schema. For ``--check`` and the
+        launch check of ``pyhall call``, which must not say OK about a hall that will
+        refuse to serve."""
+        if not self.settings.audit.enabled:
+            return
+        from .audit import SQLiteReceiptStore
+
+        layout = self.layout
+        if layout.signing_key.exists():
+            SigningKey.load(layout.signing_key)
+        Keyring.load(layout.receipt_keyring)
+        if layout.audit_db.exists():
+            SQLiteReceiptStore(layout.audit_db, readonly=True).close()
 
     def open_audit(self) -> ReceiptLog | None:
         """Open the receipt log (creating the hall's signing key on first start)."""
@@ -712,11 +741,12 @@ class Hall:
         if settled is not None and self.approvals is not None:
             try:
                 gov["approval"] = await self.approvals.record(settled, receipt)
-            except anyio.get_cancelled_exc_class():
+            except BaseException as exc:  # the worker will not run: say so beside "allowed"
                 if status == "allowed":
                     from .runners import WorkerResult
 
-                    unrun = WorkerResult("cancelled", None, "cancelled before it ran", 0)
+                    cancelled = isinstance(exc, anyio.get_cancelled_exc_class())
+                    unrun = WorkerResult("cancelled" if cancelled else "error", None, "not run", 0)
                     self._record_outcome(record, decision, gov, unrun)
                 raise
         if status != "allowed":

@@ -96,9 +96,11 @@ class HallLayout:
             state = root / state
         return cls(root=root, state_dir=state, state_source=source)
 
-    def check(self) -> None:
+    def check(self, *, writes: bool = True) -> None:
         """``ConfigError`` unless the hall is a directory and the state directory is, or
-        can become, a writable one. Creates nothing: a read-only command leaves no trace."""
+        can become, one this command can use: writable when it ``writes``; for a command
+        that only reads (an auditor's read-only copy), a directory or nothing yet.
+        Creates nothing: a read-only command leaves no trace."""
         require_hall_dir(self.root)
         path = self.state_dir
         while not path.exists() and path != path.parent:
@@ -106,7 +108,7 @@ class HallLayout:
         problem = None
         if not path.is_dir():
             problem = f"{path} is not a directory"
-        elif not os.access(path, os.W_OK | os.X_OK):
+        elif writes and not os.access(path, os.W_OK | os.X_OK):
             problem = f"{path} is not writable"
         if problem:
             raise ConfigError(

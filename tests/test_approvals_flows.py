@@ -515,3 +515,30 @@ async def test_approvals_survive_a_reload(gate: Path) -> None:
         assert ran.structured_content == {"deleted": target.name}
     assert steps(gate, apr) == ["proposed", "approved", "executed", "returned"]
     assert_chain_ok(gate)
+
+
+async def test_an_approved_call_whose_approval_cannot_be_recorded_leaves_a_not_run_outcome(
+    gate: Path,
+) -> None:
+    """The approved retry's decision is receipted "allowed"; if recording the approval's
+    use then fails, the worker does not run and the log says so beside the decision."""
+    target = doomed(gate)
+    async with connect(gate, "legacy") as (client, gateway):
+        desk = gateway.hall.approvals
+        assert desk is not None
+        apr = held_id(await client.call_tool("wipe", {"path": target.name}))
+        desk.store.decide(apr, "approved", by="operator:test")
+
+        async def broken(*args: Any, **kwargs: Any) -> Any:
+            raise RuntimeError("the approvals store is gone")
+
+        desk.record = broken  # type: ignore[method-assign]
+        failed = await client.call_tool("wipe", {"path": target.name})
+        assert failed.is_error is True
+    assert target.exists(), "the worker did not run"
+    [allowed] = [d for d in decisions(gate, apr) if d["decision"] == "allowed"]
+    outcomes = [r for r in receipts(gate) if r["kind"] == "outcome"]
+    assert [o["status"] for o in outcomes if o["decision_receipt_id"] == allowed["receipt_id"]] == [
+        "error"
+    ]
+    assert_chain_ok(gate)

@@ -173,3 +173,22 @@ def test_a_corrupt_record_is_named_by_every_reader_not_a_traceback(hall) -> None
         assert result.returncode == 1, (command, result.stderr)
         assert "seq 6" in result.stderr, (command, result.stderr)
         assert "Traceback" not in result.stderr
+
+
+def test_a_read_only_state_directory_can_be_audited_but_not_written(
+    hall, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An auditor's read-only copy of the evidence: reading commands work, writing ones
+    refuse, naming the directory. (Faked: the tests may run as root, who can write.)"""
+    import pyhall_mcp.layout as layout_module
+
+    layout, _ = hall
+    real_access = layout_module.os.access
+
+    def no_writing(path: object, mode: int) -> bool:
+        return not mode & layout_module.os.W_OK and real_access(path, mode)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(layout_module.os, "access", no_writing)
+    assert main(["audit", "verify", "--hall", str(layout.root)]) == 0
+    refused = main(["approvals", "approve", "apr_" + "x" * 24, "--hall", str(layout.root)])
+    assert refused == 3 and "is not writable" in capsys.readouterr().err

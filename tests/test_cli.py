@@ -80,6 +80,8 @@ def test_usage_errors_name_the_command_and_answer_json_too() -> None:
     out_of_range = pyhall("route", "--capability", "cap.hello.greet", "--blast-score", "1000")
     assert out_of_range.returncode == 2 and "must be from 0 to 100" in out_of_range.stderr
     assert pyhall("approvals", "list", "--limit", "-1").returncode == 2
+    for bad in ("nan", "inf"):
+        assert pyhall("traces", "replay", "--timeout", bad, "x.jsonl").returncode == 2
 
 
 def test_init_refuses_to_overwrite(hall: Path) -> None:

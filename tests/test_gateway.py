@@ -471,6 +471,36 @@ async def scenario_policy_edit_takes_effect_without_a_restart(s: Session) -> Non
     await settles_on(None)
 
 
+async def scenario_a_refused_reload_is_retried_when_the_missing_file_appears(
+    s: Session,
+) -> None:
+    """hall.yaml names a rule file that does not exist yet: that reload is refused (the
+    old hall serves on), and writing the file then reloads without another edit."""
+    hall_yaml = s.hall / "hall.yaml"
+    original = hall_yaml.read_text()
+    late = s.hall / "late-rules.yaml"
+
+    async def unrouted_code() -> str | None:
+        return _governance(await s.call("unrouted", {"text": "x"})).get("deny_code")
+
+    assert await unrouted_code() == "DENY_NO_MATCHING_RULE"
+    hall_yaml.write_text(original.replace("rules: [rules]", "rules: [rules, late-rules.yaml]"))
+    await anyio.sleep(0.6)  # several reload intervals: refused, nothing changed
+    assert await unrouted_code() == "DENY_NO_MATCHING_RULE"
+    late.write_text(
+        "rules:\n  - rule_id: rr.test.late\n    match: {capability_id: cap.test.unrouted}\n"
+        "    decision:\n      candidate_workers_ranked: [{worker_species_id: wrk.test.unrouted}]\n"
+        "      required_controls_suggested: [ctrl.obs.audit-log-append-only]\n"
+    )
+    with anyio.fail_after(10):
+        while await unrouted_code() is not None:
+            await anyio.sleep(0.1)
+    hall_yaml.write_text(original)
+    with anyio.fail_after(10):
+        while await unrouted_code() != "DENY_NO_MATCHING_RULE":
+            await anyio.sleep(0.1)
+
+
 @asynccontextmanager
 async def _tool_list_changes(s: Session) -> AsyncIterator[Callable[[set[str]], Awaitable[None]]]:
     """``await changed(names)``: wait for change notices until the tools listed are ``names``.
@@ -531,6 +561,7 @@ SCENARIOS = [
     scenario_worker_writing_stdout,
     scenario_reload_and_list_changed,
     scenario_policy_edit_takes_effect_without_a_restart,
+    scenario_a_refused_reload_is_retried_when_the_missing_file_appears,
 ]
 
 

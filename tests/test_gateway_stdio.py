@@ -249,6 +249,12 @@ _BAD_SETTINGS = {
         None, [], {"PYHALL_QOS": "P9"}, ["environment variable PYHALL_QOS", "qos_class"]
     ),
     "flag": BadSetting(None, ["--tenant", ""], {}, ["launch flag --tenant", "tenant_id"]),
+    "blank-tenant-variable": BadSetting(
+        None, [], {"PYHALL_TENANT": " "}, ["environment variable PYHALL_TENANT", "not be blank"]
+    ),
+    "untrimmed-variable": BadSetting(
+        None, [], {"PYHALL_ENV": "staging "}, ["environment variable PYHALL_ENV", "env"]
+    ),
     "blank-tenant": BadSetting(None, ["--tenant", "  "], {}, ["launch flag --tenant", "tenant_id"]),
     "floor-variable": BadSetting(
         None, [], {"PYHALL_REQUIRE_SIGNATORY": "maybe"}, ["PYHALL_REQUIRE_SIGNATORY"]
@@ -406,3 +412,46 @@ def test_an_open_subscription_does_not_hold_up_the_end_of_input(
         code = gateway.close()
     assert code == 0
     assert time.monotonic() - started < 5  # the gate hall's slowest worker may take 30 s
+
+
+async def test_the_ledger_forgets_a_request_to_the_client_once_withdrawn() -> None:
+    """A server request the gateway gave up on (its elicitation timed out) must not
+    count as 'waiting on the client' at the end of input, or a slow call would lose
+    its answer."""
+    import anyio
+    import mcp.types as types
+
+    from pyhall_mcp.gateway import _Ledger
+
+    ledger = _Ledger(grace_s=lambda: 0.3)
+    ask = types.JSONRPCRequest(jsonrpc="2.0", id="ask", method="elicitation/create", params={})
+    ledger.sent(ask)
+    withdraw = {"requestId": "ask", "reason": "timed out"}
+    ledger.sent(
+        types.JSONRPCNotification(jsonrpc="2.0", method="notifications/cancelled", params=withdraw)
+    )
+    call = types.JSONRPCRequest(jsonrpc="2.0", id=7, method="tools/call", params={})
+    ledger.received(call)
+    with anyio.move_on_after(5) as waited:
+        started = anyio.current_time()
+        await ledger.drained()  # the call is still owed: waits out the grace
+    assert not waited.cancelled_caught and anyio.current_time() - started >= 0.25
+    ledger.sent(types.JSONRPCResponse(jsonrpc="2.0", id=7, result={}))
+    with anyio.fail_after(1):
+        await ledger.drained()  # answered: returns at once
+
+
+async def test_the_callers_own_error_is_not_blamed_on_the_gateway(gate_hall: Path) -> None:
+    """gateway_client turns a gateway that never answered into a ConfigError; an error
+    raised by the caller after it did answer must come through as itself."""
+    from pyhall_mcp.cli._session import gateway_client
+    from pyhall_mcp.errors import ConfigError
+
+    with pytest.raises(BaseException) as caught:
+        async with gateway_client(gate_hall, ["--events", "off"]) as client:
+            await client.list_tools()
+            raise OSError("the caller's own problem")
+    assert not isinstance(caught.value, ConfigError)
+    assert "the caller's own problem" in repr(
+        caught.value.exceptions if isinstance(caught.value, BaseExceptionGroup) else caught.value
+    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -43,8 +44,9 @@ def number_in(low: float, high: float | None = None, kind: type = int) -> Any:
         try:
             value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-        if value < low or (high is not None and value > high):
+            what = "a whole number" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if not math.isfinite(value) or value < low or (high is not None and value > high):
             span = f"from {low} to {high}" if high is not None else f"at least {low}"
             raise argparse.ArgumentTypeError(f"must be {span}, got {text}")
         return value
@@ -80,13 +82,14 @@ def hall_dir(args: argparse.Namespace) -> Path:
     return require_hall_dir(hall_dir_from(getattr(args, "hall", None)).resolve())
 
 
-def hall_layout(args: argparse.Namespace) -> HallLayout:
+def hall_layout(args: argparse.Namespace, *, writes: bool = False) -> HallLayout:
     """Where the hall --hall names keeps things (and ``--state-dir``, where a command
-    has it); ``ConfigError`` unless both directories are usable."""
+    has it); ``ConfigError`` unless both directories are usable (the state directory
+    writable when the command ``writes``)."""
     from ..layout import HallLayout
 
     layout = HallLayout.for_hall(hall_dir(args), getattr(args, "state_dir", None))
-    layout.check()
+    layout.check(writes=writes)
     return layout
 
 

@@ -47,10 +47,14 @@ async def gateway_client(
         command=sys.executable, args=gateway_argv(hall, args), env=gateway_env(env)
     )
     mode = "legacy" if era == "legacy" else "auto"
+    connected = False
     try:
         async with Client(params, mode=mode, **client_kwargs) as client:
+            connected = True
             yield client
     except (MCPError, ExceptionGroup) as exc:
+        if connected:
+            raise  # the caller's own error, from a gateway that did answer
         if isinstance(exc, ExceptionGroup) and not exc.subgroup((MCPError, OSError)):
             raise
         raise ConfigError(

@@ -73,11 +73,11 @@ def _common(parser: argparse.ArgumentParser) -> None:
     add_json_arg(parser)
 
 
-def _store(args: argparse.Namespace, *, create: bool) -> Any:
+def _store(args: argparse.Namespace, *, create: bool, writes: bool = False) -> Any:
     """The hall's approvals store; None when it does not exist and ``create`` is false."""
     from ..approvals import ApprovalStore
 
-    layout = hall_layout(args)
+    layout = hall_layout(args, writes=writes or create)
     if not create and not layout.approvals_db.exists():
         return None
     return ApprovalStore.open(layout.approvals_db)
@@ -167,7 +167,7 @@ def run_decide(args: argparse.Namespace) -> int:
     from ..errors import ApprovalError
 
     approval_id = _check_id(args.approval_id)
-    store = _store(args, create=False)
+    store = _store(args, create=False, writes=True)
     if store is None:
         raise CommandFailed(f"no approval {approval_id!r} in this hall", EXIT_NO)
     try:
@@ -177,7 +177,7 @@ def run_decide(args: argparse.Namespace) -> int:
             )
         except ApprovalError as exc:
             raise CommandFailed(str(exc), EXIT_NO) from None
-        receipted = _receipt_now(hall_layout(args), store)
+        receipted = _receipt_now(hall_layout(args, writes=True), store)
     finally:
         store.close()
     item = approval.as_dict(store.now_us())

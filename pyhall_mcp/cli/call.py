@@ -89,26 +89,20 @@ async def _call(args: argparse.Namespace, arguments: dict[str, Any], meta: dict[
 
     hall, launch = hall_dir(args), launch_args(args)
     check_launch(hall, launch)
-    try:
-        async with gateway_client(hall, launch, era=args.era) as client:
-            try:
-                result = await client.call_tool(args.tool, arguments, meta=meta or None)
-            except MCPError as exc:
-                data = {
-                    "ok": False,
-                    "jsonrpc_error": {
-                        "code": exc.error.code,
-                        "message": exc.error.message,
-                        "data": exc.error.data,
-                    },
-                }
-                emit(args, data, f"error {exc.error.code}: {exc.error.message}")
-                return EXIT_NO
-    except MCPError as exc:  # the gateway refused to start or the connection failed
-        raise CommandFailed(
-            f"the gateway did not answer: {exc.error.message} (run `pyhall validate` to see why)",
-            exit_code=3,
-        ) from None
+    async with gateway_client(hall, launch, era=args.era) as client:
+        try:
+            result = await client.call_tool(args.tool, arguments, meta=meta or None)
+        except MCPError as exc:
+            data = {
+                "ok": False,
+                "jsonrpc_error": {
+                    "code": exc.error.code,
+                    "message": exc.error.message,
+                    "data": exc.error.data,
+                },
+            }
+            emit(args, data, f"error {exc.error.code}: {exc.error.message}")
+            return EXIT_NO
     payload = result_payload(result)
     if result.is_error:
         summary = result.structured_content or {}
