@@ -445,7 +445,13 @@ def _check_worker(call: _Call) -> None:
 
 
 def _check_attestation(call: _Call, view: _View, registered_fn: Any, current_fn: Any) -> None:
-    if not call.config.require_worker_attestation:
+    # The floor asks for it everywhere; a rule's preconditions can ask for it in prod/edge
+    # (the reference records those two and enforces neither).
+    pre = call.preconditions
+    in_prod = call.inp.env in _PROD and (
+        pre.deny_if_no_attestation_in_prod or pre.deny_if_unsigned_artifact_in_prod
+    )
+    if not (call.config.require_worker_attestation or in_prod):
         return
     call.attestation_checked = True
     worker_id, species = call.worker_id, call.species

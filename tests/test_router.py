@@ -856,6 +856,23 @@ def test_valid_attestation_in_prod_emits_no_skip_event() -> None:
     assert "evt.os.worker.attestation_skipped" not in ids
 
 
+@pytest.mark.parametrize(
+    "precondition", ["deny_if_no_attestation_in_prod", "deny_if_unsigned_artifact_in_prod"]
+)
+def test_a_rules_attestation_precondition_holds_in_prod_without_the_floor(
+    precondition: str,
+) -> None:
+    s = Scenario(rules=[_rule(preconditions={precondition: True})])  # the floor stays off
+    s.registered_hash = None
+    assert _allowed(s.run()).worker_attestation_checked is False  # dev: not asked
+    s.inp["env"] = "prod"
+    decision = s.run()
+    _denied(decision, "DENY_WORKER_ATTESTATION_MISSING")
+    assert decision.worker_attestation_checked is True
+    s.registered_hash = GOOD_HASH
+    assert _allowed(s.run()).worker_attestation_valid is True
+
+
 # -- stage 8: privilege envelopes ------------------------------------------------------------
 
 
