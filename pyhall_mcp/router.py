@@ -115,6 +115,7 @@ class _Call:
     supervisor_level: str | None = None
     chain_blast = 0
     human_approved = False
+    human_if = False  # a condition of the rule's escalation.human_required_if holds
     task_id = "task_default"
     tool: str | None = None
 
@@ -249,7 +250,8 @@ def _check_shadowing(call: _Call) -> None:
 
 def _match_rule(call: _Call) -> None:
     inp = call.inp
-    position = call.rules.first_match_index(_match_values(inp.__dict__))
+    values = _match_values(inp.__dict__)
+    position = call.rules.first_match_index(values)
     if position is None:
         call.rule_id = "NO_MATCH"
         raise _Deny("DENY_NO_MATCHING_RULE", "No routing rule matched; the hall fails closed.")
@@ -259,6 +261,9 @@ def _match_rule(call: _Call) -> None:
     call.required = decision.required_controls
     call.escalation = decision.escalation
     call.preconditions = decision.preconditions
+    call.human_if = bool(decision.escalation.human_required_if) and call.rules.human_required_if(
+        position, values
+    )
 
 
 def _check_correlation(call: _Call) -> None:
@@ -426,12 +431,14 @@ def _check_policy(call: _Call, gate: Any) -> None:
                 reason=call.gate_reason,
                 policy_version=call.policy_version,
             )
-    if call.escalation.human_required_default and not call.human_approved:
+    escalation = call.escalation
+    if (escalation.human_required_default or call.human_if) and not call.human_approved:
+        why = "human_required_default" if escalation.human_required_default else "human_required_if"
         raise _hold(
             call,
             "DENY_REQUIRES_HUMAN_APPROVAL",
             "The matched rule requires a person to approve this call.",
-            reason=call.escalation.rationale or "human_required_default",
+            reason=escalation.rationale or why,
         )
 
 

@@ -104,12 +104,17 @@ class Rule:
     decision: dict[str, Any] = field(default_factory=dict)
 
 
+_Accepts = tuple[frozenset[str] | None, ...]
+
+
 @dataclass(frozen=True)
 class _Compiled:
     rule: Rule
     decision: RuleDecision
     #: Per match field: None for "anything", else the frozenset of accepted values.
-    accepts: tuple[frozenset[str] | None, ...]
+    accepts: _Accepts
+    #: ``escalation.human_required_if``, each condition compiled like ``match``.
+    human_if: tuple[_Accepts, ...] = ()
 
 
 def _fail(
@@ -120,14 +125,20 @@ def _fail(
 
 
 def _compile_condition(
-    key: str, cond: Any, *, source: str | None, rule_id: str, index: int
+    key: str,
+    cond: Any,
+    *,
+    source: str | None,
+    rule_id: str,
+    index: int,
+    where: str = "match",
 ) -> frozenset[str] | None:
     allowed = _ENUMS[key]
 
     def check_value(value: Any) -> str:
         if not isinstance(value, str) or not value:
             raise _fail(
-                f"match.{key}: expected a non-empty string, got {value!r}",
+                f"{where}.{key}: expected a non-empty string, got {value!r}",
                 source=source,
                 rule_id=rule_id,
                 index=index,
@@ -135,7 +146,7 @@ def _compile_condition(
             )
         if allowed is not None and value not in allowed:
             raise _fail(
-                f"match.{key}: {value!r} is not one of {', '.join(allowed)}",
+                f"{where}.{key}: {value!r} is not one of {', '.join(allowed)}",
                 source=source,
                 rule_id=rule_id,
                 index=index,
@@ -147,7 +158,7 @@ def _compile_condition(
         unknown = set(cond) - set(_OPERATORS)
         if unknown or len(cond) != 1:
             raise _fail(
-                f"match.{key}: unknown or combined operator(s) {sorted(cond)}",
+                f"{where}.{key}: unknown or combined operator(s) {sorted(cond)}",
                 source=source,
                 rule_id=rule_id,
                 index=index,
@@ -156,7 +167,7 @@ def _compile_condition(
         if "any" in cond:
             if cond["any"] is not True:
                 raise _fail(
-                    f"match.{key}: 'any' must be true",
+                    f"{where}.{key}: 'any' must be true",
                     source=source,
                     rule_id=rule_id,
                     index=index,
@@ -166,7 +177,7 @@ def _compile_condition(
         values = cond["in"]
         if not isinstance(values, list) or not values:
             raise _fail(
-                f"match.{key}: 'in' needs a non-empty list",
+                f"{where}.{key}: 'in' needs a non-empty list",
                 source=source,
                 rule_id=rule_id,
                 index=index,
@@ -196,21 +207,7 @@ def _compile_rule(rule: Rule, *, source: str | None, index: int) -> _Compiled:
             index=index,
             fix="write match: {capability_id: ...}",
         )
-    unknown = set(rule.match) - set(MATCH_FIELDS)
-    if unknown:
-        raise _fail(
-            f"unknown match key(s): {', '.join(sorted(unknown))}",
-            source=source,
-            rule_id=rule_id,
-            index=index,
-            fix=f"use only {', '.join(MATCH_FIELDS)}",
-        )
-    accepts = tuple(
-        _compile_condition(key, rule.match[key], source=source, rule_id=rule_id, index=index)
-        if key in rule.match
-        else None
-        for key in MATCH_FIELDS
-    )
+    accepts = _compile_match(rule.match, source=source, rule_id=rule_id, index=index)
     if not isinstance(rule.decision, dict):
         raise _fail(
             "decision must be a mapping",
@@ -231,7 +228,64 @@ def _compile_rule(rule: Rule, *, source: str | None, index: int) -> _Compiled:
             index=index,
             fix="see the rule format in docs/reference.md#rule-files",
         ) from None
-    return _Compiled(rule=rule, decision=decision, accepts=accepts)
+    escalation = decision.escalation
+    if escalation.msavx_step_up:
+        raise _fail(
+            "decision.escalation.msavx_step_up: step-up is not supported; the call would "
+            "run without it",
+            source=source,
+            rule_id=rule_id,
+            index=index,
+            fix="hold such calls for a person: human_required_default or human_required_if",
+        )
+    human_if = tuple(
+        _compile_match(
+            condition,
+            source=source,
+            rule_id=rule_id,
+            index=index,
+            where=f"decision.escalation.human_required_if[{at}]",
+        )
+        for at, condition in enumerate(escalation.human_required_if)
+    )
+    return _Compiled(rule=rule, decision=decision, accepts=accepts, human_if=human_if)
+
+
+def _compile_match(
+    match: dict[str, Any],
+    *,
+    source: str | None,
+    rule_id: str,
+    index: int,
+    where: str = "match",
+) -> _Accepts:
+    """A ``match`` mapping (or a condition of the same form), per field of MATCH_FIELDS."""
+    unknown = set(match) - set(MATCH_FIELDS)
+    if unknown:
+        raise _fail(
+            f"unknown {where} key(s): {', '.join(sorted(unknown))}",
+            source=source,
+            rule_id=rule_id,
+            index=index,
+            fix=f"use only {', '.join(MATCH_FIELDS)}",
+        )
+    return tuple(
+        _compile_condition(
+            key, match[key], source=source, rule_id=rule_id, index=index, where=where
+        )
+        if key in match
+        else None
+        for key in MATCH_FIELDS
+    )
+
+
+def _accepted(accepts: _Accepts, values: Sequence[Any], start: int = 0) -> bool:
+    """Whether field ``values`` (MATCH_FIELDS order) meet ``accepts`` from ``start`` on."""
+    for at in range(start, len(accepts)):
+        accepted, value = accepts[at], values[at]
+        if accepted is not None and not (isinstance(value, str) and value in accepted):
+            return False
+    return True
 
 
 class RuleSet(Sequence[Rule]):
@@ -319,12 +373,7 @@ class RuleSet(Sequence[Rule]):
         if not bits:
             return None
         position = bits.bit_length() - 1
-        accepts = self._compiled[position].accepts
-        for at in range(start, len(accepts)):
-            accepted, value = accepts[at], values[at]
-            if accepted is not None and not (isinstance(value, str) and value in accepted):
-                return None
-        return position
+        return position if _accepted(self._compiled[position].accepts, values, start) else None
 
     def first_match(self, inp: Mapping[str, Any]) -> Rule | None:
         position = self.first_match_index([inp.get(k) for k in MATCH_FIELDS])
@@ -332,6 +381,10 @@ class RuleSet(Sequence[Rule]):
 
     def decision_of(self, position: int) -> RuleDecision:
         return self._compiled[position].decision
+
+    def human_required_if(self, position: int, values: Sequence[Any]) -> bool:
+        """Whether a condition of that rule's ``escalation.human_required_if`` holds."""
+        return any(_accepted(c, values) for c in self._compiled[position].human_if)
 
     # -- shadowing -------------------------------------------------------------
     def _find_shadowed(self) -> tuple[dict[str, str], ...]:

@@ -250,7 +250,9 @@ def test_router_decisions_are_valid_models() -> None:
     # The router builds decisions without validation for speed; each must still be
     # exactly what validation would produce.
     *decisions, invalid = _decisions()
-    assert [d.denied for d in decisions] == [False, False, True, True]
+    # the second is held: its rule's human_required_if names env prod
+    assert [d.denied for d in decisions] == [False, True, True, True]
+    assert decisions[1].deny_code == "DENY_REQUIRES_HUMAN_APPROVAL"
     for decision in decisions:
         again = RouteDecision.model_validate(decision.model_dump())
         assert again == decision

@@ -509,6 +509,22 @@ def test_deny_requires_human_for_high_blast_in_prod() -> None:
     assert len(ids) == 50
 
 
+def test_human_required_if_holds_where_a_condition_matches() -> None:
+    conditions = [{"env": "prod"}, {"data_label": {"in": ["RESTRICTED"]}, "env": "stage"}]
+    s = Scenario(rules=[_rule(escalation={"human_required_if": conditions})])
+    assert _allowed(s.run()).supervisor_required is False  # dev, PUBLIC: no condition holds
+    for over in ({"env": "prod"}, {"env": "stage", "data_label": "RESTRICTED"}):
+        held = Scenario(rules=s.rules)
+        held.inp |= over
+        reason = _held(held.run(), "DENY_REQUIRES_HUMAN_APPROVAL")
+        assert reason["reason"] == "human_required_if"
+        held.human_approved = True
+        assert _allowed(held.run()).supervisor_required is False
+    stage_public = Scenario(rules=s.rules)
+    stage_public.inp["env"] = "stage"
+    assert _allowed(stage_public.run()).supervisor_required is False
+
+
 def test_approved_high_blast_call_passes() -> None:
     s = _high_blast(Scenario())
     s.human_approved = True

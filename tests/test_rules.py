@@ -518,3 +518,27 @@ def test_errors_in_a_set_of_files_name_the_file_and_its_own_index(tmp_path: Path
         load_rule_set([first, second])
     assert duplicate.value.file == str(second)
     assert f"first at {first}: rules[1]" in duplicate.value.message
+
+
+@pytest.mark.parametrize(
+    ("escalation", "named"),
+    [
+        ({"human_required_if": [{"colour": "red"}]}, "human_required_if[0] key(s): colour"),
+        ({"human_required_if": [{"env": "production"}]}, "human_required_if[0].env"),
+        ({"msavx_step_up": True}, "msavx_step_up: step-up is not supported"),
+    ],
+)
+def test_an_escalation_that_could_not_be_honoured_is_a_load_error(
+    escalation: dict[str, Any], named: str
+) -> None:
+    rule = {
+        "rule_id": "rr.a",
+        "match": {"capability_id": "cap.a.b"},
+        "decision": {
+            "candidate_workers_ranked": [{"worker_species_id": "wrk.a.b"}],
+            "escalation": escalation,
+        },
+    }
+    with pytest.raises(RuleError) as info:
+        load_rules_from_dict({"rules": [rule]})
+    assert named in info.value.message and info.value.fix
