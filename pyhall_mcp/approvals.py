@@ -1,8 +1,8 @@
 """Human approval: a held call waits for a person, bound to the exact call.
 
-When a rule (``human_required_default``), the blast gate or the policy gate
-says a person must decide, the router holds the decision with an unguessable
-``pending_approval_id``. This module makes that hold real:
+When a rule (``human_required_default`` or ``human_required_if``), the blast gate or
+the policy gate says a person must decide, the router holds the decision with an
+unguessable ``pending_approval_id``. This module makes that hold real:
 
 - **Binding.** An approval is bound to :func:`binding_digest` of the exact
   call: tenant, env, data label, tool, worker, canonical arguments, the

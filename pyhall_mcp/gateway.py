@@ -99,7 +99,6 @@ class Gateway:
         self.inflight = 0  # calls being handled; shutdown waits for them to unwind
         # The baseline is taken here, not when watching starts: a change made while the
         # server starts up would otherwise be part of the baseline and never reloaded.
-        self._refused = False  # the last reload was refused
         self._seen = self._fingerprint()
 
     # -- MCP handlers ---------------------------------------------------------------
@@ -196,9 +195,10 @@ class Gateway:
 
     # -- reload ------------------------------------------------------------------------
     def _fingerprint(self) -> tuple[tuple[str, int, int], ...]:
-        paths = self.hall.config_paths()
-        if self._refused:  # what hall.yaml names now, e.g. a rule file not written yet
-            paths += _rule_paths_named(self.hall.layout)
+        # Also what hall.yaml names now: after a reload refused for a rule file that
+        # does not exist yet, writing that file must reload.
+        named = _rule_paths_named(self.hall.layout)
+        paths = list(dict.fromkeys([*self.hall.config_paths(), *named]))
         return _fingerprint(paths, skip=self.hall.layout.state_dir)
 
     async def watch(self, interval_s: float) -> None:
@@ -226,9 +226,7 @@ class Gateway:
             if not isinstance(exc, PyhallError):
                 why = f"{type(exc).__name__}:\n{traceback.format_exc()}"
             sys.stderr.write(f"pyhall-mcp: reload refused, keeping the previous hall: {why}\n")
-            self._refused = True
             return False
-        self._refused = False
         new.audit = old.audit
         new.approvals = old.approvals
         self.hall = new

@@ -444,7 +444,11 @@ class Hall:
         registry = Registry.load(layout.workers_dir) if layout.workers_dir.is_dir() else Registry()
         for env, hosts in settings.egress_allowlist.items():
             registry.set_egress_allowlist(env, hosts)
-        served, failures = _prepare_workers(layout, registry, config, trusted, inspect_only)
+        # A rule's attestation preconditions ask for it in prod/edge even with the floor off.
+        attest = config.require_worker_attestation or (
+            settings.env in ("prod", "edge") and rules.asks_attestation_in_prod()
+        )
+        served, failures = _prepare_workers(layout, registry, attest, trusted, inspect_only)
         policy = policy_for(layout, settings, [item.record for item in served.values()])
         return cls(layout, settings, rules, registry, policy, trusted, served, failures)
 
@@ -964,7 +968,7 @@ class Hall:
 def _prepare_workers(
     layout: HallLayout,
     registry: Registry,
-    config: HallConfig,
+    attest: bool,
     trusted: Keyring,
     inspect_only: bool = False,
 ) -> tuple[dict[str, _Served], dict[str, str]]:
@@ -974,7 +978,7 @@ def _prepare_workers(
     served: dict[str, _Served] = {}
     failures: dict[str, str] = {}
     deny_list: frozenset[str] = frozenset()
-    if config.require_worker_attestation:
+    if attest:
         from .attestation import load_deny_list
 
         deny_list = load_deny_list(layout.attestation_deny_list)
@@ -984,7 +988,7 @@ def _prepare_workers(
         source = registry.source_of(record.worker_id)
         worker_dir = registry.directory_of(record.worker_id) or layout.workers_dir
         run_from = worker_dir
-        if config.require_worker_attestation:
+        if attest:
             try:
                 run_from = _attest(
                     layout, registry, record, worker_dir, trusted, deny_list, inspect_only
@@ -1075,6 +1079,11 @@ def _explain(decision: RouteDecision, status: OutcomeStatus) -> str:
         return (
             "Dry run: the call would be allowed "
             f"(rule {decision.matched_rule_id}); nothing was executed."
+        )
+    if status == "held" and decision.pending_approval_id is None:
+        return (
+            f"Dry run: the call would be held for a person's approval ({code}): {message} "
+            "Nothing was stored or executed."
         )
     if status == "held":
         return (

@@ -634,7 +634,7 @@ def _decision(
             "blast_score": call.blast_score,
             "blast_gate_passed": call.blast_passed,
             "privilege_envelope_ok": call.privilege_ok,
-            "supervisor_required": pending is not None,
+            "supervisor_required": bool(reason and reason.get("supervisor_required")),
             "supervisor_level": call.supervisor_level,
             "pending_approval_id": pending[0] if pending else None,
             "approval_expires_at": pending[1] if pending else None,
@@ -649,11 +649,12 @@ def _deny(call: _Call, denial: _Deny) -> RouteDecision:
     reason: dict[str, Any] = {"code": denial.code, "message": denial.message, **denial.details}
     pending = None
     if denial.held:
-        expires = call.when + timedelta(seconds=call.config.approval_ttl_s)
-        pending = (
-            "apr_" + secrets.token_urlsafe(18),
-            expires.isoformat(timespec="seconds").replace("+00:00", "Z"),
-        )
+        if not call.inp.dry_run:  # a dry run stores no approval: it names none either
+            expires = call.when + timedelta(seconds=call.config.approval_ttl_s)
+            pending = (
+                "apr_" + secrets.token_urlsafe(18),
+                expires.isoformat(timespec="seconds").replace("+00:00", "Z"),
+            )
         reason["supervisor_required"] = True
     event = call.base.copy()
     event["event_id"] = evt.TASK_DENIED

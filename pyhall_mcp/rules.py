@@ -382,6 +382,14 @@ class RuleSet(Sequence[Rule]):
     def decision_of(self, position: int) -> RuleDecision:
         return self._compiled[position].decision
 
+    def asks_attestation_in_prod(self) -> bool:
+        """Whether any rule's preconditions ask for worker attestation in prod/edge."""
+        return any(
+            c.decision.preconditions.deny_if_no_attestation_in_prod
+            or c.decision.preconditions.deny_if_unsigned_artifact_in_prod
+            for c in self._compiled
+        )
+
     def human_required_if(self, position: int, values: Sequence[Any]) -> bool:
         """Whether a condition of that rule's ``escalation.human_required_if`` holds."""
         return any(_accepted(c, values) for c in self._compiled[position].human_if)

@@ -500,6 +500,10 @@ async def test_dry_run_of_a_held_call_stores_nothing(gate: Path) -> None:
         assert result.is_error is True
         assert gateway.hall.approvals.store.list() == []  # type: ignore[union-attr]
         assert asker.messages == [], "a dry run asks nobody"
+        # ... and names no approval, which nobody could approve
+        assert gov(result)["pending_approval_id"] is None
+        text = result.content[0].text  # type: ignore[union-attr]
+        assert "would be held" in text and "apr_" not in text
     assert target.exists()
 
 

@@ -279,6 +279,42 @@ def test_commands_that_only_look_write_nothing_to_the_state_directory(tmp_path: 
     assert state() == before  # no snapshots/ of the attested workers
 
 
+async def test_a_rules_attestation_precondition_makes_the_hall_attest_in_prod(
+    hall: Path, tmp_path: Path
+) -> None:
+    """With the floor off, a rule that asks for attestation in prod still gets it: the
+    hall attests its workers there, so a signed worker runs and an edited one does not."""
+    from pyhall_mcp.hall import Hall
+
+    copy = tmp_path / "copy"
+    shutil.copytree(hall, copy, ignore=shutil.ignore_patterns(".pyhall"))
+    shutil.copytree(hall / ".pyhall" / "keys", copy / ".pyhall" / "keys")
+    rules = copy / "rules" / "demo.yaml"
+    rules.write_text(
+        rules.read_text().replace(
+            "      required_controls_suggested: [ctrl.obs.audit-log-append-only]\n\n"
+            "  - rule_id: rr.demo.summarize",
+            "      required_controls_suggested: [ctrl.obs.audit-log-append-only]\n"
+            "      preconditions: {deny_if_no_attestation_in_prod: true}\n\n"
+            "  - rule_id: rr.demo.summarize",
+            1,
+        )
+    )
+    floors = {"require_worker_attestation": False, "blast_gate_threshold": 100}
+    prod = Hall.load(copy, overrides={"env": "prod", "floors": floors})
+    assert prod.registry.attestation_of("org.demo.greeter") is not None
+    try:
+        assert (await prod.call("greet", {"name": "Ada"})).status == "allowed"
+        greeter = copy / "workers" / "greeter" / "greeter.py"
+        greeter.write_text(greeter.read_text() + "\n# an edit nobody signed\n")
+        edited = Hall.load(copy, overrides={"env": "prod", "floors": floors})
+        outcome = await edited.call("greet", {"name": "Ada"})
+        assert outcome.governance["deny_code"] == "DENY_WORKER_ATTESTATION_MISSING"
+        await edited.aclose()
+    finally:
+        await prod.aclose()
+
+
 def test_status_json(hall: Path) -> None:
     data = as_json(pyhall("status", "--hall", str(hall), "--json"))
     workers = {w["tool"]: w for w in data["workers"]}

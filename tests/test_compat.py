@@ -585,8 +585,7 @@ def test_require_credential_is_enforced(hall: Path) -> None:
     assert decision.deny_reason_if_denied["code"] == "DENY_INVALID_CREDENTIAL"
 
 
-def test_rule_human_required_default_holds_the_call(hall: Path) -> None:
-    # Reference: human_required_default is recorded but the call is dispatched.
+def _one_rule(hall: Path, **decision: Any) -> tuple[Any, Any]:
     rules = pyhall_mcp.load_rules_from_dict(
         {
             "rules": [
@@ -595,13 +594,18 @@ def test_rule_human_required_default_holds_the_call(hall: Path) -> None:
                     "match": {"capability_id": "cap.hello.greet"},
                     "decision": {
                         "candidate_workers_ranked": [{"worker_species_id": "wrk.hello.greeter"}],
-                        "escalation": {"human_required_default": True},
+                        **decision,
                     },
                 }
             ]
         }
     )
-    registry = pyhall_mcp.Registry(registry_dir=str(hall / "enrolled"))
+    return rules, pyhall_mcp.Registry(registry_dir=str(hall / "enrolled"))
+
+
+def test_rule_human_required_default_holds_the_call(hall: Path) -> None:
+    # Reference: human_required_default is recorded but the call is dispatched.
+    rules, registry = _one_rule(hall, escalation={"human_required_default": True})
     decision = pyhall_mcp.make_decision(
         _request(pyhall_mcp, capability_id="cap.hello.greet"),
         rules,
@@ -609,6 +613,38 @@ def test_rule_human_required_default_holds_the_call(hall: Path) -> None:
         registry.worker_available,
     )
     assert decision.deny_reason_if_denied["code"] == "DENY_REQUIRES_HUMAN_APPROVAL"
+
+
+def test_rule_human_required_if_holds_the_calls_it_names(hall: Path) -> None:
+    # Reference: human_required_if is recorded, never evaluated: the call is dispatched.
+    rules, registry = _one_rule(hall, escalation={"human_required_if": [{"env": "stage"}]})
+    for env, code in (("dev", None), ("stage", "DENY_REQUIRES_HUMAN_APPROVAL")):
+        request = _request(pyhall_mcp, capability_id="cap.hello.greet", env=env)
+        decision = pyhall_mcp.make_decision(
+            request, rules, registry.controls_present(), registry.worker_available
+        )
+        assert (decision.deny_reason_if_denied or {}).get("code") == code, env
+
+
+def test_msavx_step_up_is_a_load_error_not_a_silent_no(hall: Path) -> None:
+    # Reference: msavx_step_up is recorded and the call goes ahead without any step-up.
+    with pytest.raises(RuleError, match="msavx_step_up"):
+        _one_rule(hall, escalation={"msavx_step_up": True})
+
+
+def test_a_rules_attestation_precondition_is_checked_in_prod(hall: Path) -> None:
+    # Reference: deny_if_no_attestation_in_prod is recorded only.
+    rules, registry = _one_rule(hall, preconditions={"deny_if_no_attestation_in_prod": True})
+    request = _request(pyhall_mcp, capability_id="cap.hello.greet", env="prod")
+    decision = pyhall_mcp.make_decision(
+        request,
+        rules,
+        registry.controls_present(),
+        registry.worker_available,
+        registry_get_worker_hash=lambda species: None,  # nothing attested
+        get_current_worker_hash=lambda species: None,
+    )
+    assert decision.deny_reason_if_denied["code"] == "DENY_WORKER_ATTESTATION_MISSING"
 
 
 def test_gate_answering_two_values_is_an_invalid_response(hall: Path) -> None:

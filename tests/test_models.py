@@ -220,7 +220,7 @@ def _decisions() -> list[RouteDecision]:
                             {"worker_species_id": "wrk.a.b", "score_hint": 1}
                         ],
                         "recommended_profiles": ["prof.a.b"],
-                        "escalation": {"human_required_if": [{"env": "prod"}]},
+                        "escalation": {"human_required_if": [{"env": "edge"}]},
                     },
                 }
             ]
@@ -232,6 +232,7 @@ def _decisions() -> list[RouteDecision]:
         {"env": "prod", "dry_run": True},
         {"capability_id": "cap.x.y"},
         {"env": "prod", "blast_score": 99},
+        {"env": "edge"},  # held by the rule's human_required_if
     ):
         inp = RouteInput(**VALID | {"capability_id": "cap.a.b"} | over)
         out.append(
@@ -250,9 +251,8 @@ def test_router_decisions_are_valid_models() -> None:
     # The router builds decisions without validation for speed; each must still be
     # exactly what validation would produce.
     *decisions, invalid = _decisions()
-    # the second is held: its rule's human_required_if names env prod
-    assert [d.denied for d in decisions] == [False, True, True, True]
-    assert decisions[1].deny_code == "DENY_REQUIRES_HUMAN_APPROVAL"
+    assert [d.denied for d in decisions] == [False, False, True, True, True]
+    assert decisions[-1].deny_code == "DENY_REQUIRES_HUMAN_APPROVAL"
     for decision in decisions:
         again = RouteDecision.model_validate(decision.model_dump())
         assert again == decision
