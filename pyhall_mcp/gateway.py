@@ -222,9 +222,8 @@ class Gateway:
                 )
             )
         except Exception as exc:  # a bad reload keeps the old hall; the gateway serves on
-            why = exc.describe() if isinstance(exc, ConfigError) else str(exc)
-            if not isinstance(exc, PyhallError):
-                why = f"{type(exc).__name__}:\n{traceback.format_exc()}"
+            # a described error (ConfigError's text names file and fix) or the whole story
+            why = str(exc) if isinstance(exc, PyhallError) else traceback.format_exc()
             sys.stderr.write(f"pyhall-mcp: reload refused, keeping the previous hall: {why}\n")
             return False
         new.audit = old.audit

@@ -248,8 +248,8 @@ def _launch_origin(path: list[str], overrides: Mapping[str, Any]) -> str | None:
         flag = _FLAGS.get(name, "")
     if name not in given:
         return None
-    raw = os.environ.get(var)
-    if raw and var:
+    raw = os.environ.get(var) if var else None
+    if raw:
         from_environ: Any = raw
         if path[0] == "floors":
             with contextlib.suppress(ConfigError):
