@@ -29,6 +29,7 @@ from mcp.server.request_state import RequestStateBoundary, RequestStateSecurity
 from mcp.server.subscriptions import InMemorySubscriptionBus, ListenHandler, ToolsListChanged
 
 from . import __version__, approvals
+from ._stdio import MessageTooLarge, stdio_streams
 from .errors import ConfigError, PyhallError
 from .hall import (
     META_GOVERNANCE,
@@ -425,6 +426,8 @@ class _ClientStream:
                 code=types.PARSE_ERROR if not_json else types.INVALID_REQUEST,
                 message="Parse error" if not_json else "Invalid Request",
             )
+            if isinstance(item, MessageTooLarge):
+                error.message = f"Invalid Request: {item}"
             request_id = None if not_json else _readable_id(errors)
             await self._write.send(
                 SessionMessage(types.JSONRPCError(jsonrpc="2.0", id=request_id, error=error))
@@ -481,14 +484,12 @@ class _ServerStream:
 
 
 async def serve_stdio(gateway: Gateway) -> None:
-    from mcp.server.stdio import stdio_server
-
     server = build_server(gateway)
     async with anyio.create_task_group() as tasks:
         # SIGTERM/SIGINT/SIGHUP cancel the server: running workers' process groups are
         # killed and reaped, outcome receipts written and a final checkpoint signed.
         tasks.start_soon(_stop_on_signal, gateway, tasks.cancel_scope)
-        async with stdio_server() as (read, write):
+        async with stdio_streams() as (read, write):
             # at the end of input, in-flight calls get as long as the slowest worker may run
             ledger = _Ledger(grace_s=lambda: gateway.longest_timeout_s() + _EOF_GRACE_S)
             await server.run(
@@ -508,8 +509,8 @@ async def _stop_on_signal(gateway: Gateway, scope: anyio.CancelScope) -> None:
             break
     scope.cancel()
     # Calls in flight unwind: their runners kill and reap the workers' process groups
-    # and write the outcome receipts. The SDK's stdin reader is a thread no cancellation
-    # reaches, so once the evidence is safe the process leaves without waiting for it.
+    # and write the outcome receipts. When stdin is not a pipe the SDK's stdin reader is a
+    # thread no cancellation reaches, so once the evidence is safe the process leaves.
     with anyio.CancelScope(shield=True), anyio.move_on_after(5):
         while gateway.inflight:
             await anyio.sleep(0.02)

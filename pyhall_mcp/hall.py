@@ -100,7 +100,8 @@ class AuditSettings(BaseModel):
 class LimitSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    max_argument_bytes: int = Field(default=256 * 1024, gt=0)
+    #: Far below what the stdio transport reads in one message (_stdio.MAX_MESSAGE_BYTES).
+    max_argument_bytes: int = Field(default=256 * 1024, gt=0, le=4 * 1024 * 1024)
     #: At most what a runner reads back from a worker (runners.MAX_LINE_BYTES).
     max_result_bytes: int = Field(default=1024 * 1024, gt=0, le=1024 * 1024)
 

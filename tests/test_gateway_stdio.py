@@ -197,6 +197,55 @@ def test_calls_in_flight_at_end_of_input_are_still_answered(
     assert "cancelled" not in answers  # a cancelled request is not answered, nor waited for
 
 
+def test_an_oversize_message_is_refused_unread_and_the_next_one_served(
+    gate_hall: Path, tmp_path: Path
+) -> None:
+    from pyhall_mcp._stdio import MAX_MESSAGE_BYTES
+
+    gateway = RawGateway(gate_hall, "--state-dir", str(tmp_path / "state"))
+    try:
+        assert "result" in gateway.request(_INITIALIZE)
+        gateway.send({"jsonrpc": "2.0", "method": "notifications/initialized"})
+        huge = {"jsonrpc": "2.0", "id": 1, "method": "tools/call"}
+        huge["params"] = {"name": "echo", "arguments": {"text": "x" * MAX_MESSAGE_BYTES}}
+        gateway.send(huge)
+        answer = gateway.next_message()
+        assert answer["id"] is None  # never parsed, so its id is unknown
+        assert answer["error"]["code"] == -32600
+        assert "larger than" in answer["error"]["message"]
+        echo = {"name": "echo", "arguments": {"text": "still here"}}
+        after = gateway.request({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": echo})
+        assert after["result"]["structuredContent"] == {"text": "still here"}
+    finally:
+        assert gateway.close() == 0
+
+
+def test_requests_from_a_file_are_served_too(gate_hall: Path, tmp_path: Path) -> None:
+    """stdin a regular file (no event-loop pipe): the SDK's threaded stdio serves it."""
+    requests = tmp_path / "requests.jsonl"
+    echo = {"name": "echo", "arguments": {"text": "from a file"}}
+    lines = [
+        _INITIALIZE,
+        {"jsonrpc": "2.0", "method": "notifications/initialized"},
+        {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": echo},
+    ]
+    requests.write_text("".join(json.dumps(line) + "\n" for line in lines) + "not json\n")
+    env = {"PATH": os.environ.get("PATH", os.defpath), "PYHALL_EVENTS": "off"}
+    state = tmp_path / "state"
+    with requests.open("rb") as stdin:
+        done = subprocess.run(
+            [sys.executable, "-m", "pyhall_mcp", "--hall", str(gate_hall), "--state-dir", state],
+            stdin=stdin,
+            capture_output=True,
+            env=env,
+            timeout=30,
+        )
+    assert done.returncode == 0, done.stderr.decode()
+    answers = {m.get("id"): m for m in map(json.loads, done.stdout.splitlines())}
+    assert answers[1]["result"]["structuredContent"] == {"text": "from a file"}
+    assert answers[None]["error"]["code"] == -32700
+
+
 def test_invalid_configuration_refuses_to_start(gate_hall: Path, tmp_path: Path) -> None:
     hall_yaml = gate_hall / "hall.yaml"
     hall_yaml.write_text(hall_yaml.read_text().replace("env: dev", "env: production"))
