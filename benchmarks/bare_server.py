@@ -1,8 +1,11 @@
 """The baseline of benchmarks/gateway.py: greet_worker on a bare MCP SDK low-level server.
 
-    python benchmarks/bare_server.py      # an MCP stdio server, both protocol eras
+    python benchmarks/bare_server.py                  # an MCP stdio server, both protocol eras
+    python benchmarks/bare_server.py --pyhall-stdio   # the same on pyhall-mcp's stdio transport
 
 Nothing but what the SDK needs: no argument validation, no governance, no receipts.
+``--pyhall-stdio`` swaps the SDK's ``stdio_server`` for the transport pyhall-mcp serves
+pipes with (``pyhall_mcp._stdio``), to tell the transport's share from governance's.
 """
 
 from __future__ import annotations
@@ -50,7 +53,11 @@ async def _call_tool(
 
 async def _main() -> None:
     server = Server("bare", on_list_tools=_list_tools, on_call_tool=_call_tool)
-    async with stdio_server() as (read, write):
+    transport = stdio_server
+    if "--pyhall-stdio" in sys.argv[1:]:
+        sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+        from pyhall_mcp._stdio import stdio_streams as transport
+    async with transport() as (read, write):
         await server.run(read, write, server.create_initialization_options())
 
 

@@ -336,6 +336,12 @@ _BAD_SETTINGS = {
         {},
         ["limits.max_result_bytes"],
     ),
+    "argument-limit": BadSetting(
+        ("audit:\n", "limits: {max_argument_bytes: 5000000}\naudit:\n"),
+        [],
+        {},
+        ["limits.max_argument_bytes"],
+    ),
     "floors-not-a-mapping": BadSetting(
         ("floors:\n", "floors: yes\nunused_floors:\n"), [], {}, ["hall.yaml", "floors"]
     ),
