@@ -14,7 +14,9 @@ falls back to ``stdio_server``.
 Like ``stdio_server`` it claims fds 0 and 1 while serving: fd 0 reads the null
 device and fd 1 writes to stderr, so that children and stray prints never
 touch the wire. Unlike it, a line longer than ``MAX_MESSAGE_BYTES`` is dropped
-unparsed and reported as :class:`MessageTooLarge`.
+unparsed and reported as :class:`MessageTooLarge`, and a request whose id MCP does
+not allow (null, a fraction, an object) as :class:`InvalidMessage` instead of
+passing as a notification nobody answers.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import json
 import os
 import stat
 import sys
@@ -32,7 +35,7 @@ import anyio
 import mcp.types as types
 from mcp.shared.message import SessionMessage
 
-__all__ = ["MAX_MESSAGE_BYTES", "MessageTooLarge", "stdio_streams"]
+__all__ = ["MAX_MESSAGE_BYTES", "InvalidMessage", "MessageTooLarge", "stdio_streams"]
 
 #: The longest line read: far above the largest arguments a hall accepts
 #: (``limits.max_argument_bytes`` is at most 4 MiB).
@@ -43,11 +46,24 @@ _READ_AHEAD = 64
 _FLUSH_TIMEOUT_S = 5.0
 
 
-class MessageTooLarge(ValueError):
+class InvalidMessage(ValueError):
+    """A line the SDK's types accept or reject wrongly; its text says what is wrong."""
+
+
+class MessageTooLarge(InvalidMessage):
     """A line over ``MAX_MESSAGE_BYTES``: discarded without being parsed."""
 
     def __init__(self) -> None:
         super().__init__(f"message larger than {MAX_MESSAGE_BYTES} bytes")
+
+
+def _unusable_id(text: str, message: types.JSONRPCMessage) -> bool:
+    """A request whose id is null, fractional or structured: the SDK's types read it as a
+    notification (never answered), MCP wants a string or an integer."""
+    if not isinstance(message, types.JSONRPCNotification) or '"id"' not in text:
+        return False
+    value = json.loads(text)
+    return isinstance(value, dict) and "id" in value
 
 
 @contextlib.asynccontextmanager
@@ -233,9 +249,12 @@ class _ReadStream:
         try:
             # as stdio_server: text decoded leniently, parsed by the SDK's message types
             text = line.decode("utf-8", "replace")
-            return SessionMessage(types.jsonrpc_message_adapter.validate_json(text, by_name=False))
+            message = types.jsonrpc_message_adapter.validate_json(text, by_name=False)
         except Exception as exc:
             return exc
+        if _unusable_id(text, message):
+            return InvalidMessage("a request id must be a string or an integer")
+        return SessionMessage(message)
 
     async def aclose(self) -> None:
         self._lines.close()

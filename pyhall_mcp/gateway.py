@@ -29,7 +29,7 @@ from mcp.server.request_state import RequestStateBoundary, RequestStateSecurity
 from mcp.server.subscriptions import InMemorySubscriptionBus, ListenHandler, ToolsListChanged
 
 from . import __version__, approvals
-from ._stdio import MessageTooLarge, stdio_streams
+from ._stdio import InvalidMessage, stdio_streams
 from .errors import ConfigError, PyhallError
 from .hall import (
     META_GOVERNANCE,
@@ -426,7 +426,7 @@ class _ClientStream:
                 code=types.PARSE_ERROR if not_json else types.INVALID_REQUEST,
                 message="Parse error" if not_json else "Invalid Request",
             )
-            if isinstance(item, MessageTooLarge):
+            if isinstance(item, InvalidMessage):
                 error.message = f"Invalid Request: {item}"
             request_id = None if not_json else _readable_id(errors)
             await self._write.send(

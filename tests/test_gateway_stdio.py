@@ -107,6 +107,12 @@ def test_malformed_lines_get_jsonrpc_errors_and_stdout_stays_protocol(
         answer = gateway.next_message()  # not JSON-RPC 2.0, but its id could be read
         assert (answer["id"], answer["error"]["code"]) == (3, -32600)
 
+        # an id MCP forbids: not silently taken for a notification
+        gateway.send({"jsonrpc": "2.0", "id": None, "method": "tools/list"})
+        answer = gateway.next_message()
+        assert (answer["id"], answer["error"]["code"]) == (None, -32600)
+        assert "string or an integer" in answer["error"]["message"]
+
         # the request is invalid but its id is readable: the answer carries it
         bad_params = {"jsonrpc": "2.0", "id": 31, "method": "tools/call", "params": "x"}
         assert gateway.request(bad_params)["error"]["code"] == -32600

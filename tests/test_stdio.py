@@ -12,7 +12,7 @@ import pytest
 from mcp.shared.message import SessionMessage
 
 from pyhall_mcp import _stdio
-from pyhall_mcp._stdio import MessageTooLarge, _LineProtocol, _ReadStream
+from pyhall_mcp._stdio import InvalidMessage, MessageTooLarge, _LineProtocol, _ReadStream
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -152,3 +152,24 @@ async def test_a_client_that_stopped_reading_makes_sends_fail_not_hang() -> None
             await writer.send(ping)
             await anyio.sleep(0.01)
     await writer.aclose()
+
+
+@pytest.mark.parametrize("request_id", ["null", "1.5", "{}", "[1]"])
+async def test_a_request_whose_id_mcp_forbids_is_invalid_not_a_notification(
+    request_id: str,
+) -> None:
+    protocol, _ = _framer(limit=200)
+    line = f'{{"jsonrpc": "2.0", "id": {request_id}, "method": "tools/list"}}\n'
+    protocol.data_received(line.encode())
+    item = await _ReadStream(protocol).receive()
+    assert isinstance(item, InvalidMessage)
+    assert "string or an integer" in str(item)
+
+
+async def test_a_notification_mentioning_id_in_its_params_stays_a_notification() -> None:
+    protocol, _ = _framer(limit=200)
+    line = b'{"jsonrpc": "2.0", "method": "notifications/x", "params": {"id": 3}}\n'
+    protocol.data_received(line)
+    item = await _ReadStream(protocol).receive()
+    assert isinstance(item, SessionMessage)
+    assert isinstance(item.message, types.JSONRPCNotification)
