@@ -28,7 +28,7 @@ import json
 import os
 import stat
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import anyio
@@ -42,8 +42,6 @@ __all__ = ["MAX_MESSAGE_BYTES", "InvalidMessage", "MessageTooLarge", "stdio_stre
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 #: Lines read ahead before the pipe is left unread (backpressure on the client).
 _READ_AHEAD = 64
-#: How long the last answers may take to leave at the end before they are dropped.
-_FLUSH_TIMEOUT_S = 5.0
 
 
 class InvalidMessage(ValueError):
@@ -67,13 +65,22 @@ def _unusable_id(text: str, message: types.JSONRPCMessage) -> bool:
 
 
 @contextlib.asynccontextmanager
-async def stdio_streams() -> AsyncIterator[tuple[Any, Any]]:
-    """(read stream, write stream) on this process's stdin and stdout."""
-    if not (_is_pipe(0) and _is_pipe(1)):
+async def stdio_streams(
+    flush_timeout_s: Callable[[], float] = lambda: 5.0,
+) -> AsyncIterator[tuple[Any, Any]]:
+    """(read stream, write stream) on this process's stdin and stdout.
+
+    ``flush_timeout_s``: at the end, how long a client may take to read the last
+    answers before they are dropped (asked then).
+    """
+    if not _served_by_loop():
         from mcp.server.stdio import stdio_server
 
         async with stdio_server() as streams:
-            yield streams
+            try:
+                yield streams
+            finally:
+                _flush_stray_output()
         return
     loop = asyncio.get_running_loop()
     with _claimed(0, os.O_RDONLY) as wire_in, _claimed(1, os.O_WRONLY) as wire_out:
@@ -81,24 +88,41 @@ async def stdio_streams() -> AsyncIterator[tuple[Any, Any]]:
         await loop.connect_read_pipe(lambda: lines, os.fdopen(wire_in, "rb", buffering=0))
         sink = _WriteProtocol()
         await loop.connect_write_pipe(lambda: sink, os.fdopen(wire_out, "wb", buffering=0))
-        reader, writer = _ReadStream(lines), _WriteStream(sink)
+        # Once no answer can be delivered, read no more requests: none would be answered.
+        sink.lost.add_done_callback(lambda _: lines.abandon())
+        reader, writer = _ReadStream(lines), _WriteStream(sink, flush_timeout_s)
         try:
             yield reader, writer
         finally:
             lines.close()
             with anyio.CancelScope(shield=True):
                 await writer.aclose()
+            _flush_stray_output()
 
 
-def _is_pipe(fd: int) -> bool:
-    """Whether the event loop can watch fd (a pipe or a socket: no file, no terminal)."""
+def _served_by_loop() -> bool:
+    """Whether stdin and stdout are two descriptors the event loop can watch.
+
+    A pipe or a socket: no file, no terminal. And not one socket as both (socat,
+    inetd, systemd): the loop's write-pipe transport takes the socket turning
+    readable for the peer having closed it.
+    """
     if sys.platform == "win32":  # pragma: no cover
         return False
     try:
-        mode = os.fstat(fd).st_mode
+        modes = [os.fstat(fd) for fd in (0, 1)]
     except OSError:
         return False
-    return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
+    pipes = all(stat.S_ISFIFO(m.st_mode) or stat.S_ISSOCK(m.st_mode) for m in modes)
+    return pipes and not os.path.samestat(*modes)
+
+
+def _flush_stray_output() -> None:
+    """What a stray print left in sys.stdout's buffer goes to stderr, not onto the wire
+    once fd 1 is the wire again."""
+    with contextlib.suppress(Exception):
+        if sys.stdout is not None:
+            sys.stdout.flush()
 
 
 @contextlib.contextmanager
@@ -106,11 +130,12 @@ def _claimed(fd: int, flags: int) -> Any:
     """Serve fd's wire from a private duplicate; fd itself reads /dev/null or writes stderr.
 
     Yields the duplicate, which the transport owns and closes. On exit fd is
-    pointed back at the wire, in blocking mode again (the duplicate shares its
+    pointed back at the wire, in its first blocking mode (the duplicate shares its
     open file description, whose O_NONBLOCK the event loop set).
     """
     import fcntl
 
+    blocking = os.get_blocking(fd)
     wire = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3)
     keep = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3)  # to restore fd from, after the close
     diversion = os.open(os.devnull, os.O_RDONLY) if flags == os.O_RDONLY else os.dup(2)
@@ -122,7 +147,7 @@ def _claimed(fd: int, flags: int) -> Any:
         yield wire
     finally:
         with contextlib.suppress(OSError):
-            os.set_blocking(keep, True)
+            os.set_blocking(keep, blocking)
             os.dup2(keep, fd)
         os.close(keep)
 
@@ -205,6 +230,13 @@ class _LineProtocol(asyncio.Protocol):
         if self._transport is not None:
             self._transport.close()
 
+    def abandon(self) -> None:
+        """Nothing read can be answered any more: end here, dropping what is queued."""
+        self._lines.clear()
+        self._ended = True
+        self.close()
+        self._wake()
+
 
 class _WriteProtocol(asyncio.BaseProtocol):
     """Flow control for the outgoing pipe: writers wait while its buffer is full."""
@@ -278,19 +310,20 @@ class _ReadStream:
 class _WriteStream:
     """The SDK's ``WriteStream`` of ``SessionMessage``: one line per message, no thread."""
 
-    def __init__(self, sink: _WriteProtocol) -> None:
+    def __init__(self, sink: _WriteProtocol, flush_timeout_s: Callable[[], float]) -> None:
         self._sink = sink
+        self._flush_timeout_s = flush_timeout_s
         self._closed = False
 
     async def send(self, item: SessionMessage) -> None:
+        line = item.message.model_dump_json(by_alias=True, exclude_unset=True)
+        await self._sink.writable()  # first: a client that does not read caps the buffer
         transport = self._sink.transport
         if self._closed:
             raise anyio.ClosedResourceError
         if transport is None or transport.is_closing():
             raise anyio.BrokenResourceError
-        line = item.message.model_dump_json(by_alias=True, exclude_unset=True)
         transport.write(line.encode("utf-8") + b"\n")
-        await self._sink.writable()
 
     async def aclose(self) -> None:
         """Let what was written leave (a bounded wait), then close the pipe."""
@@ -301,10 +334,16 @@ class _WriteStream:
         if transport is None:
             return
         transport.close()  # after the buffer drains
-        with anyio.move_on_after(_FLUSH_TIMEOUT_S):
-            await asyncio.shield(self._sink.lost)
-        if not self._sink.lost.done():  # the client stopped reading: drop the rest
-            transport.abort()
+        # Shielded: also when closing on cancellation (a signal), the pipe must be gone
+        # before fd 1 is pointed back at it.
+        with anyio.CancelScope(shield=True):
+            with anyio.move_on_after(self._flush_timeout_s()):
+                await asyncio.shield(self._sink.lost)
+            if not self._sink.lost.done():  # the client stopped reading: drop the rest
+                unread = transport.get_write_buffer_size()
+                sys.stderr.write(f"pyhall-mcp: the client left {unread} bytes unread\n")
+                transport.abort()
+                await asyncio.shield(self._sink.lost)
 
     async def __aenter__(self) -> _WriteStream:
         return self

@@ -121,8 +121,10 @@ class Gateway:
         except MCPError:
             raise  # a deliberate JSON-RPC answer (unknown tool, --deny-mode jsonrpc)
         except Exception:
-            # Never let exception text reach the client (the SDK would send it raw).
-            sys.stderr.write(f"pyhall-mcp: tools/call failed:\n{traceback.format_exc()}")
+            # Never let exception text reach the client (the SDK would send it raw),
+            # not even from the report of it.
+            with contextlib.suppress(Exception):
+                sys.stderr.write(f"pyhall-mcp: tools/call failed:\n{traceback.format_exc()}")
             return types.CallToolResult(
                 content=[
                     types.TextContent(
@@ -472,8 +474,10 @@ class _ServerStream:
         return getattr(self._inner, name)
 
     async def send(self, item: Any) -> None:
-        await self._inner.send(item)
-        self._ledger.sent(item.message)
+        try:
+            await self._inner.send(item)
+        finally:  # delivered, or undeliverable (the client left): not owed any more
+            self._ledger.sent(item.message)
 
     async def __aenter__(self) -> _ServerStream:
         await self._inner.__aenter__()
@@ -489,9 +493,14 @@ async def serve_stdio(gateway: Gateway) -> None:
         # SIGTERM/SIGINT/SIGHUP cancel the server: running workers' process groups are
         # killed and reaped, outcome receipts written and a final checkpoint signed.
         tasks.start_soon(_stop_on_signal, gateway, tasks.cancel_scope)
-        async with stdio_streams() as (read, write):
-            # at the end of input, in-flight calls get as long as the slowest worker may run
-            ledger = _Ledger(grace_s=lambda: gateway.longest_timeout_s() + _EOF_GRACE_S)
+
+        # At the end of input, calls in flight get as long as the slowest worker may run,
+        # and then the client as long again to read their answers.
+        def grace_s() -> float:
+            return gateway.longest_timeout_s() + _EOF_GRACE_S
+
+        async with stdio_streams(flush_timeout_s=grace_s) as (read, write):
+            ledger = _Ledger(grace_s=grace_s)
             await server.run(
                 _ClientStream(read, write, ledger),
                 _ServerStream(write, ledger),
@@ -644,7 +653,27 @@ def _load(args: argparse.Namespace, *, inspect_only: bool) -> tuple[Hall, dict[s
     return hall, overrides
 
 
+def _open_missing_std_fds() -> None:
+    """Point a closed fd 0, 1 or 2 at the null device before anything opens a file.
+
+    Launched with one of them closed (``2>&-``), the next file opened (the audit lock,
+    the log) would take its number, and what is written there meant for stdout or
+    stderr (worker noise, or the protocol itself) would land in that file.
+    """
+    for fd, name in ((0, "stdin"), (1, "stdout"), (2, "stderr")):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+        if getattr(sys, name) is None:  # Python found it closed at startup
+            setattr(sys, name, open(fd, "r" if fd == 0 else "w", closefd=False))  # noqa: SIM115
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    _open_missing_std_fds()
     args = _parser().parse_args(argv)
     try:
         # --check and --record only look: the recorded child loads the hall to serve it

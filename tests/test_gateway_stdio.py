@@ -164,7 +164,8 @@ def test_malformed_lines_get_jsonrpc_errors_and_stdout_stays_protocol(
         assert message["jsonrpc"] == "2.0"
         assert "result" in message or "error" in message or "method" in message
     stderr = gateway.stderr.decode()
-    for noise in ("noise from print", "noise from sys.stdout", "noise from fd 1"):
+    noises = ("noise from print", "noise from sys.stdout", "noise from fd 1", "in the buffer")
+    for noise in noises:
         assert noise in stderr
     assert "Traceback" not in b"".join(gateway.lines).decode()
 
@@ -224,6 +225,133 @@ def test_an_oversize_message_is_refused_unread_and_the_next_one_served(
         assert after["result"]["structuredContent"] == {"text": "still here"}
     finally:
         assert gateway.close() == 0
+
+
+def test_one_socket_as_stdin_and_stdout_is_served(gate_hall: Path, tmp_path: Path) -> None:
+    """As socat EXEC:, inetd or systemd launch a server: one socket for both."""
+    state = tmp_path / "state"
+    import socket
+
+    ours, theirs = socket.socketpair()
+    env = {"PATH": os.environ.get("PATH", os.defpath), "PYHALL_EVENTS": "off"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pyhall_mcp", "--hall", str(gate_hall), "--state-dir", state],
+        stdin=theirs,
+        stdout=theirs,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+    theirs.close()
+    try:
+        ours.settimeout(20)
+        replies = ours.makefile("rb")
+        echo = {"name": "echo", "arguments": {"text": "over a socket"}}
+
+        def request(message: dict[str, Any]) -> dict[str, Any]:
+            ours.sendall(json.dumps(message).encode() + b"\n")
+            return json.loads(replies.readline())
+
+        assert "result" in request(_INITIALIZE)
+        ours.sendall(b'{"jsonrpc": "2.0", "method": "notifications/initialized"}\n')
+        call = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": echo}
+        assert request(call)["result"]["structuredContent"] == {"text": "over a socket"}
+        assert request({"jsonrpc": "2.0", "id": 2, "method": "ping"})["result"] == {}
+        ours.shutdown(socket.SHUT_WR)
+        assert process.wait(timeout=20) == 0
+    finally:
+        process.kill()
+        ours.close()
+
+
+def test_a_client_that_stops_reading_ends_the_session(gate_hall: Path, tmp_path: Path) -> None:
+    """No answer can reach it: the gateway reads no more requests and exits, although
+    stdin stays open."""
+    state = tmp_path / "state"
+    gateway = subprocess.Popen(
+        [sys.executable, "-m", "pyhall_mcp", "--hall", str(gate_hall), "--state-dir", state],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env={"PATH": os.environ.get("PATH", os.defpath), "PYHALL_EVENTS": "off"},
+    )
+    assert gateway.stdin is not None and gateway.stdout is not None
+    try:
+        gateway.stdin.write(json.dumps(_INITIALIZE).encode() + b"\n")
+        gateway.stdin.flush()
+        assert b"result" in gateway.stdout.readline()
+        gateway.stdout.close()
+        echo = {"name": "echo", "arguments": {"text": "unheard"}}
+        for n in range(3):
+            call = {"jsonrpc": "2.0", "id": n, "method": "tools/call", "params": echo}
+            with contextlib.suppress(BrokenPipeError):  # it may be gone already
+                gateway.stdin.write(json.dumps(call).encode() + b"\n")
+                gateway.stdin.flush()
+            time.sleep(0.2)
+        assert gateway.wait(timeout=20) == 0  # stdin is still open
+    finally:
+        gateway.kill()
+
+
+def test_answers_wait_at_the_end_for_a_client_slow_to_read(gate_hall: Path, tmp_path: Path) -> None:
+    """The client writes its calls, closes stdin, and reads only some seconds later:
+    it still gets every answer, whole (more than a pipe buffer of them)."""
+    state = tmp_path / "state"
+    gateway = subprocess.Popen(
+        [sys.executable, "-m", "pyhall_mcp", "--hall", str(gate_hall), "--state-dir", state],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env={"PATH": os.environ.get("PATH", os.defpath), "PYHALL_EVENTS": "off"},
+    )
+    echo = {"name": "echo", "arguments": {"text": "x" * 1000}}
+    calls = [{"jsonrpc": "2.0", "id": n, "method": "tools/call", "params": echo} for n in range(20)]
+    requests = [_INITIALIZE, {"jsonrpc": "2.0", "method": "notifications/initialized"}, *calls]
+    assert gateway.stdin is not None and gateway.stdout is not None
+    gateway.stdin.write(b"".join(json.dumps(m).encode() + b"\n" for m in requests))
+    gateway.stdin.close()
+    time.sleep(6)  # longer than a fixed 5 s flush would wait
+    try:
+        out = gateway.stdout.read()
+        assert gateway.wait(timeout=30) == 0
+    finally:
+        gateway.kill()
+    assert out.endswith(b"\n")
+    answers = {m["id"]: m for m in map(json.loads, out.splitlines())}
+    assert set(answers) == {"init", *range(20)}
+    assert all(answers[n]["result"]["structuredContent"] == echo["arguments"] for n in range(20))
+    # more than the pipe holds, less than would make a send wait: the rest sat in the
+    # gateway's buffer after the last call was answered
+    assert 65536 < len(out) < 2 * 65536
+
+
+def test_a_closed_stderr_sends_noise_nowhere_not_into_the_state_files(
+    gate_hall: Path, tmp_path: Path
+) -> None:
+    state = tmp_path / "state"
+    requests = [
+        _INITIALIZE,
+        {"jsonrpc": "2.0", "method": "notifications/initialized"},
+        {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "tools/call",
+            "params": {"name": "noisy", "arguments": {}},
+        },
+    ]
+    done = subprocess.run(
+        [sys.executable, "-m", "pyhall_mcp", "--hall", str(gate_hall), "--state-dir", state],
+        input=b"".join(json.dumps(m).encode() + b"\n" for m in requests),
+        stdout=subprocess.PIPE,
+        env={"PATH": os.environ.get("PATH", os.defpath), "PYHALL_EVENTS": "stderr"},
+        preexec_fn=lambda: os.close(2),  # launched as with 2>&-
+        timeout=30,
+    )
+    assert done.returncode == 0
+    answers = {m["id"]: m for m in map(json.loads, done.stdout.splitlines())}
+    assert answers[1]["result"]["structuredContent"] == {"ok": True}
+    for path in state.rglob("*"):
+        if path.is_file() and path.suffix not in (".db", ".db-wal", ".db-shm"):
+            assert b"noise" not in path.read_bytes(), path
 
 
 def test_requests_from_a_file_are_served_too(gate_hall: Path, tmp_path: Path) -> None:

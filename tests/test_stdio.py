@@ -121,7 +121,7 @@ async def test_the_streams_carry_messages_over_real_pipes() -> None:
     await loop.connect_read_pipe(lambda: lines, os.fdopen(to_server_r, "rb", buffering=0))
     sink = _stdio._WriteProtocol()
     await loop.connect_write_pipe(lambda: sink, os.fdopen(from_server_w, "wb", buffering=0))
-    reader, writer = _ReadStream(lines), _stdio._WriteStream(sink)
+    reader, writer = _ReadStream(lines), _stdio._WriteStream(sink, lambda: 5.0)
 
     os.write(to_server_w, b'{"jsonrpc": "2.0", "id": 7, "method": "ping"}\n')
     os.close(to_server_w)
@@ -144,7 +144,7 @@ async def test_a_client_that_stopped_reading_makes_sends_fail_not_hang() -> None
     from_server_r, from_server_w = os.pipe()
     sink = _stdio._WriteProtocol()
     await loop.connect_write_pipe(lambda: sink, os.fdopen(from_server_w, "wb", buffering=0))
-    writer = _stdio._WriteStream(sink)
+    writer = _stdio._WriteStream(sink, lambda: 5.0)
     os.close(from_server_r)
     ping = SessionMessage(types.JSONRPCNotification(jsonrpc="2.0", method="x"))
     with pytest.raises(anyio.BrokenResourceError):
@@ -173,3 +173,23 @@ async def test_a_notification_mentioning_id_in_its_params_stays_a_notification()
     item = await _ReadStream(protocol).receive()
     assert isinstance(item, SessionMessage)
     assert isinstance(item.message, types.JSONRPCNotification)
+
+
+async def test_closing_when_cancelled_still_closes_the_pipe() -> None:
+    """On a signal the write stream closes inside a cancelled scope: the pipe must be
+    closed (the rest dropped after the flush timeout), never left to a live transport
+    while fd 1 is handed back."""
+    loop = asyncio.get_running_loop()
+    from_server_r, from_server_w = os.pipe()
+    sink = _stdio._WriteProtocol()
+    await loop.connect_write_pipe(lambda: sink, os.fdopen(from_server_w, "wb", buffering=0))
+    writer = _stdio._WriteStream(sink, lambda: 0.2)
+    big = SessionMessage(
+        types.JSONRPCNotification(jsonrpc="2.0", method="x", params={"a": "y" * 200_000})
+    )
+    await writer.send(big)  # more than the pipe holds: the client reads nothing
+    with anyio.CancelScope() as scope:
+        scope.cancel()
+        await writer.aclose()
+    assert sink.lost.done()
+    os.close(from_server_r)
