@@ -13,7 +13,10 @@ Main table: a raw JSON-lines client in the handshake era (initialize, then
 tools/call), so the figures are server cost and stdio, not client cost; one
 call at a time, then 8 in flight. It also serves the hall with ``audit.durability:
 os`` (a commit reaches the OS, not the platter) and with receipts off, to show
-what the durable write costs. The servers of a table run side by side and
+what the durable write costs, and the bare server on pyhall-mcp's own stdio
+transport (``pyhall_mcp._stdio``, event-loop pipes instead of the SDK's worker
+threads), against which the governed rows are also given: governance's cost with
+the transport alike. The servers of a table run side by side and
 are measured in alternating slices, so that load from elsewhere on the machine
 hits them alike; calls/s is total calls over total time; cpu us is the server
 process's CPU time per call (user + system, every thread, from Linux /proc): the
@@ -527,6 +530,12 @@ async def breakdown(work: Path, calls: int) -> None:
 # -- reporting -------------------------------------------------------------------------------
 
 
+def paired_ratio(runs: dict[str, dict[int, list[Run]]], baseline: str, label: str, n: int) -> float:
+    """Median over slices of time per call against the baseline's slice of the same round."""
+    pairs = zip(runs[baseline][n], runs[label][n], strict=True)
+    return statistics.median(base.rate / run.rate for base, run in pairs)
+
+
 def print_table(
     title: str, runs: dict[str, dict[int, list[Run]]], baseline: str, target: float | None
 ) -> None:
@@ -541,9 +550,7 @@ def print_table(
         for n, batch in by_n.items():
             fig, base = summarize(batch), summarize(runs[baseline][n])
             ratio = base.rate / fig.rate
-            paired = statistics.median(
-                b.rate / r.rate for b, r in zip(runs[baseline][n], batch, strict=True)
-            )
+            paired = paired_ratio(runs, baseline, label, n)
             mark = ""
             if target is not None and label != baseline:
                 mark = "  ok" if paired <= target else f"  OVER {target}x"
@@ -559,6 +566,7 @@ async def main(args: argparse.Namespace) -> None:
     log = work / "servers.log"
     try:
         bare = bare_server()
+        bare_loop = ServerSpec("bare server, pyhall stdio", [*bare.argv, "--pyhall-stdio"])
         governed = governed_server("pyhall-mcp (governed)", write_hall(work / "hall"))
         os_durable = governed_server(
             "pyhall-mcp (durability: os)", write_hall(work / "hall-os", durability="os")
@@ -576,13 +584,17 @@ async def main(args: argparse.Namespace) -> None:
             return compare(specs, opener, args.calls, args.warmup, args.slices)
 
         raw = raw_opener(log)
-        results = await measure([bare, governed, os_durable, no_audit], raw)
+        results = await measure([bare, bare_loop, governed, os_durable, no_audit], raw)
         print_table(
             "Round trip, raw JSON-lines client, handshake era (target governed <= 1.25x):",
             results,
             bare.label,
             1.25,
         )
+        print(f"  against the {bare_loop.label} (the transport alike; paired, 1 / {IN_FLIGHT}):")
+        for spec in (governed, os_durable, no_audit):
+            ratios = [paired_ratio(results, bare_loop.label, spec.label, n) for n in (1, IN_FLIGHT)]
+            print(f"    {spec.label:<32} {ratios[0]:>5.2f}x {ratios[1]:>5.2f}x")
 
         if args.sdk:
             for mode, era in (("legacy", "handshake era"), ("auto", "2026-07-28 era")):
