@@ -27,7 +27,7 @@ are integer microseconds, arguments and results appear only as digests):
   ``new_key_id``; signed by the new key.
 
 The log adds the chain fields: ``v`` (schema version), ``receipt_id``
-(``rcpt_`` + 32 random hex digits), ``seq`` (1-based, contiguous),
+(``rcpt_`` + 32 hex digits, time-ordered then random), ``seq`` (1-based, contiguous),
 ``recorded_at_us``, ``prev_receipt_hash`` (None for seq 1),
 ``signing_key_id``, then ``receipt_hash`` = SHA-256 hex of the RFC 8785
 canonical JSON of the receipt without ``receipt_hash`` and ``signature``, and
@@ -67,7 +67,6 @@ import os
 import sqlite3
 import threading
 import time
-import uuid
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -240,7 +239,13 @@ _LAZY_DELAY_S = 0.010
 
 
 def _new_receipt_id() -> str:
-    return "rcpt_" + uuid.uuid4().hex
+    """``rcpt_`` + 12 hex digits of Unix milliseconds + 20 random ones (80 bits).
+
+    Time-ordered, as UUIDv7 is, so that the log's unique index grows at its end:
+    a random id dirties a random index page in every commit (measured: a third
+    more CPU and WAL per commit, growing with the log).
+    """
+    return f"rcpt_{time.time_ns() // 1_000_000:012x}{os.urandom(10).hex()}"
 
 
 def _seal(

@@ -982,3 +982,22 @@ async def test_close_flushes_submitted_receipts(tmp_path: Path) -> None:
         assert [r.receipt_id for r in store.iter_all()] == ids
     finally:
         store.close()
+
+
+def test_receipt_ids_are_unique_and_ordered_by_time() -> None:
+    """Time-ordered ids keep the log's unique index growing at its end."""
+    import re
+    import time
+
+    from pyhall_mcp.audit import _new_receipt_id
+
+    ids = []
+    for _ in range(5):
+        ids.extend(_new_receipt_id() for _ in range(200))  # many within one millisecond
+        time.sleep(0.002)
+    assert len(set(ids)) == len(ids)
+    assert all(re.fullmatch(r"rcpt_[0-9a-f]{32}", i) for i in ids)
+    prefixes = [i[5:17] for i in ids]
+    assert prefixes == sorted(prefixes)
+    assert len(set(prefixes)) >= 5
+    assert abs(int(prefixes[-1], 16) - time.time() * 1000) < 60_000  # Unix milliseconds
