@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -30,19 +31,53 @@ _INITIALIZE = {
         "clientInfo": {"name": "raw", "version": "0"},
     },
 }
+_INITIALIZED = {"jsonrpc": "2.0", "method": "notifications/initialized"}
+
+
+def _gateway(hall: Path, *args: str | Path) -> list[str | Path]:
+    """The command line of a gateway subprocess."""
+    return [sys.executable, "-m", "pyhall_mcp", "--hall", hall, *args]
+
+
+def _env(events: str = "off") -> dict[str, str]:
+    return {"PATH": os.environ.get("PATH", os.defpath), "PYHALL_EVENTS": events}
+
+
+def _session(*messages: dict[str, Any]) -> list[dict[str, Any]]:
+    """The handshake, then ``messages``."""
+    return [_INITIALIZE, _INITIALIZED, *messages]
+
+
+def _lines(messages: list[dict[str, Any]]) -> bytes:
+    return b"".join(json.dumps(m).encode() + b"\n" for m in messages)
+
+
+def _piped(hall: Path, state: Path) -> subprocess.Popen[bytes]:
+    """A gateway on pipes, its stderr discarded: for tests that handle the pipes themselves."""
+    return subprocess.Popen(
+        _gateway(hall, "--state-dir", state),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env=_env(),
+    )
+
+
+def _echo(request_id: Any, text: str) -> dict[str, Any]:
+    params = {"name": "echo", "arguments": {"text": text}}
+    return {"jsonrpc": "2.0", "id": request_id, "method": "tools/call", "params": params}
 
 
 class RawGateway:
     """A gateway subprocess driven line by line; every stdout line is kept."""
 
     def __init__(self, hall: Path, *args: str) -> None:
-        env = {"PATH": os.environ.get("PATH", os.defpath), "PYHALL_EVENTS": "off"}
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "pyhall_mcp", "--hall", str(hall), *args],
+            _gateway(hall, *args),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            env=env,
+            env=_env(),
         )
         self.lines: list[bytes] = []
         self._messages: queue.Queue[dict[str, Any]] = queue.Queue()
@@ -62,6 +97,10 @@ class RawGateway:
         line = message if isinstance(message, str) else json.dumps(message)
         self.process.stdin.write(line.encode() + b"\n")
         self.process.stdin.flush()
+
+    def handshake(self) -> None:
+        assert "result" in self.request(_INITIALIZE)
+        self.send(_INITIALIZED)
 
     def next_message(self, timeout_s: float = 15) -> dict[str, Any]:
         return self._messages.get(timeout=timeout_s)
@@ -87,14 +126,21 @@ class RawGateway:
         return code
 
 
-def test_malformed_lines_get_jsonrpc_errors_and_stdout_stays_protocol(
-    gate_hall: Path, tmp_path: Path
-) -> None:
+@pytest.fixture
+def gateway(gate_hall: Path, tmp_path: Path) -> Iterator[RawGateway]:
+    """A gateway on the gate hall, past the handshake; killed at the end if still running."""
     gateway = RawGateway(gate_hall, "--state-dir", str(tmp_path / "state"))
     try:
-        assert "result" in gateway.request(_INITIALIZE)
-        gateway.send({"jsonrpc": "2.0", "method": "notifications/initialized"})
+        gateway.handshake()
+        yield gateway
+    finally:
+        gateway.process.kill()
 
+
+def test_malformed_lines_get_jsonrpc_errors_and_stdout_stays_protocol(
+    gateway: RawGateway,
+) -> None:
+    try:
         gateway.send("this is not json")
         assert gateway.next_message() == {
             "jsonrpc": "2.0",
@@ -170,18 +216,13 @@ def test_malformed_lines_get_jsonrpc_errors_and_stdout_stays_protocol(
     assert "Traceback" not in b"".join(gateway.lines).decode()
 
 
-def test_calls_in_flight_at_end_of_input_are_still_answered(
-    gate_hall: Path, tmp_path: Path
-) -> None:
+def test_calls_in_flight_at_end_of_input_are_still_answered(gateway: RawGateway) -> None:
     """A client that writes its requests and closes stdin still gets every answer.
 
     The SDK cancels handlers at the end of input; the worker of such a call may
     already have run (its receipts say so), so its answer must not be dropped.
     """
-    gateway = RawGateway(gate_hall, "--state-dir", str(tmp_path / "state"))
     try:
-        assert "result" in gateway.request(_INITIALIZE)
-        gateway.send({"jsonrpc": "2.0", "method": "notifications/initialized"})
         calls = {
             "hang": {"name": "hang", "arguments": {"pidfile": "hang.pid"}},  # times out at 1 s
             "echo": {"name": "echo", "arguments": {"text": "still here"}},
@@ -205,14 +246,11 @@ def test_calls_in_flight_at_end_of_input_are_still_answered(
 
 
 def test_an_oversize_message_is_refused_unread_and_the_next_one_served(
-    gate_hall: Path, tmp_path: Path
+    gateway: RawGateway,
 ) -> None:
     from pyhall_mcp._stdio import MAX_MESSAGE_BYTES
 
-    gateway = RawGateway(gate_hall, "--state-dir", str(tmp_path / "state"))
     try:
-        assert "result" in gateway.request(_INITIALIZE)
-        gateway.send({"jsonrpc": "2.0", "method": "notifications/initialized"})
         huge = {"jsonrpc": "2.0", "id": 1, "method": "tools/call"}
         huge["params"] = {"name": "echo", "arguments": {"text": "x" * MAX_MESSAGE_BYTES}}
         gateway.send(huge)
@@ -233,28 +271,26 @@ def test_one_socket_as_stdin_and_stdout_is_served(gate_hall: Path, tmp_path: Pat
     import socket
 
     ours, theirs = socket.socketpair()
-    env = {"PATH": os.environ.get("PATH", os.defpath), "PYHALL_EVENTS": "off"}
     process = subprocess.Popen(
-        [sys.executable, "-m", "pyhall_mcp", "--hall", str(gate_hall), "--state-dir", state],
+        _gateway(gate_hall, "--state-dir", state),
         stdin=theirs,
         stdout=theirs,
         stderr=subprocess.PIPE,
-        env=env,
+        env=_env(),
     )
     theirs.close()
     try:
         ours.settimeout(20)
         replies = ours.makefile("rb")
-        echo = {"name": "echo", "arguments": {"text": "over a socket"}}
 
         def request(message: dict[str, Any]) -> dict[str, Any]:
             ours.sendall(json.dumps(message).encode() + b"\n")
             return json.loads(replies.readline())
 
         assert "result" in request(_INITIALIZE)
-        ours.sendall(b'{"jsonrpc": "2.0", "method": "notifications/initialized"}\n')
-        call = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": echo}
-        assert request(call)["result"]["structuredContent"] == {"text": "over a socket"}
+        ours.sendall(_lines([_INITIALIZED]))
+        echoed = request(_echo(1, "over a socket"))
+        assert echoed["result"]["structuredContent"] == {"text": "over a socket"}
         assert request({"jsonrpc": "2.0", "id": 2, "method": "ping"})["result"] == {}
         ours.shutdown(socket.SHUT_WR)
         assert process.wait(timeout=20) == 0
@@ -266,25 +302,16 @@ def test_one_socket_as_stdin_and_stdout_is_served(gate_hall: Path, tmp_path: Pat
 def test_a_client_that_stops_reading_ends_the_session(gate_hall: Path, tmp_path: Path) -> None:
     """No answer can reach it: the gateway reads no more requests and exits, although
     stdin stays open."""
-    state = tmp_path / "state"
-    gateway = subprocess.Popen(
-        [sys.executable, "-m", "pyhall_mcp", "--hall", str(gate_hall), "--state-dir", state],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        env={"PATH": os.environ.get("PATH", os.defpath), "PYHALL_EVENTS": "off"},
-    )
+    gateway = _piped(gate_hall, tmp_path / "state")
     assert gateway.stdin is not None and gateway.stdout is not None
     try:
-        gateway.stdin.write(json.dumps(_INITIALIZE).encode() + b"\n")
+        gateway.stdin.write(_lines([_INITIALIZE]))
         gateway.stdin.flush()
         assert b"result" in gateway.stdout.readline()
         gateway.stdout.close()
-        echo = {"name": "echo", "arguments": {"text": "unheard"}}
         for n in range(3):
-            call = {"jsonrpc": "2.0", "id": n, "method": "tools/call", "params": echo}
             with contextlib.suppress(BrokenPipeError):  # it may be gone already
-                gateway.stdin.write(json.dumps(call).encode() + b"\n")
+                gateway.stdin.write(_lines([_echo(n, "unheard")]))
                 gateway.stdin.flush()
             time.sleep(0.2)
         assert gateway.wait(timeout=20) == 0  # stdin is still open
@@ -295,19 +322,10 @@ def test_a_client_that_stops_reading_ends_the_session(gate_hall: Path, tmp_path:
 def test_answers_wait_at_the_end_for_a_client_slow_to_read(gate_hall: Path, tmp_path: Path) -> None:
     """The client writes its calls, closes stdin, and reads only some seconds later:
     it still gets every answer, whole (more than a pipe buffer of them)."""
-    state = tmp_path / "state"
-    gateway = subprocess.Popen(
-        [sys.executable, "-m", "pyhall_mcp", "--hall", str(gate_hall), "--state-dir", state],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        env={"PATH": os.environ.get("PATH", os.defpath), "PYHALL_EVENTS": "off"},
-    )
-    echo = {"name": "echo", "arguments": {"text": "x" * 1000}}
-    calls = [{"jsonrpc": "2.0", "id": n, "method": "tools/call", "params": echo} for n in range(20)]
-    requests = [_INITIALIZE, {"jsonrpc": "2.0", "method": "notifications/initialized"}, *calls]
+    gateway = _piped(gate_hall, tmp_path / "state")
+    text = "x" * 1000
     assert gateway.stdin is not None and gateway.stdout is not None
-    gateway.stdin.write(b"".join(json.dumps(m).encode() + b"\n" for m in requests))
+    gateway.stdin.write(_lines(_session(*(_echo(n, text) for n in range(20)))))
     gateway.stdin.close()
     time.sleep(6)  # longer than a fixed 5 s flush would wait
     try:
@@ -318,7 +336,7 @@ def test_answers_wait_at_the_end_for_a_client_slow_to_read(gate_hall: Path, tmp_
     assert out.endswith(b"\n")
     answers = {m["id"]: m for m in map(json.loads, out.splitlines())}
     assert set(answers) == {"init", *range(20)}
-    assert all(answers[n]["result"]["structuredContent"] == echo["arguments"] for n in range(20))
+    assert all(answers[n]["result"]["structuredContent"] == {"text": text} for n in range(20))
     # more than the pipe holds, less than would make a send wait: the rest sat in the
     # gateway's buffer after the last call was answered
     assert 65536 < len(out) < 2 * 65536
@@ -328,21 +346,13 @@ def test_a_closed_stderr_sends_noise_nowhere_not_into_the_state_files(
     gate_hall: Path, tmp_path: Path
 ) -> None:
     state = tmp_path / "state"
-    requests = [
-        _INITIALIZE,
-        {"jsonrpc": "2.0", "method": "notifications/initialized"},
-        {
-            "jsonrpc": "2.0",
-            "id": 1,
-            "method": "tools/call",
-            "params": {"name": "noisy", "arguments": {}},
-        },
-    ]
+    noisy = {"jsonrpc": "2.0", "id": 1, "method": "tools/call"}
+    noisy["params"] = {"name": "noisy", "arguments": {}}
     done = subprocess.run(
-        [sys.executable, "-m", "pyhall_mcp", "--hall", str(gate_hall), "--state-dir", state],
-        input=b"".join(json.dumps(m).encode() + b"\n" for m in requests),
+        _gateway(gate_hall, "--state-dir", state),
+        input=_lines(_session(noisy)),
         stdout=subprocess.PIPE,
-        env={"PATH": os.environ.get("PATH", os.defpath), "PYHALL_EVENTS": "stderr"},
+        env=_env(events="stderr"),
         preexec_fn=lambda: os.close(2),  # launched as with 2>&-
         timeout=30,
     )
@@ -357,21 +367,14 @@ def test_a_closed_stderr_sends_noise_nowhere_not_into_the_state_files(
 def test_requests_from_a_file_are_served_too(gate_hall: Path, tmp_path: Path) -> None:
     """stdin a regular file (no event-loop pipe): the SDK's threaded stdio serves it."""
     requests = tmp_path / "requests.jsonl"
-    echo = {"name": "echo", "arguments": {"text": "from a file"}}
-    lines = [
-        _INITIALIZE,
-        {"jsonrpc": "2.0", "method": "notifications/initialized"},
-        {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": echo},
-    ]
-    requests.write_text("".join(json.dumps(line) + "\n" for line in lines) + "not json\n")
-    env = {"PATH": os.environ.get("PATH", os.defpath), "PYHALL_EVENTS": "off"}
+    requests.write_bytes(_lines(_session(_echo(1, "from a file"))) + b"not json\n")
     state = tmp_path / "state"
     with requests.open("rb") as stdin:
         done = subprocess.run(
-            [sys.executable, "-m", "pyhall_mcp", "--hall", str(gate_hall), "--state-dir", state],
+            _gateway(gate_hall, "--state-dir", state),
             stdin=stdin,
             capture_output=True,
-            env=env,
+            env=_env(),
             timeout=30,
         )
     assert done.returncode == 0, done.stderr.decode()
