@@ -6,6 +6,10 @@ refusal to start reads like an instruction rather than a traceback.
 
 from __future__ import annotations
 
+import contextlib
+import sys
+import traceback
+
 __all__ = [
     "ApprovalError",
     "AttestationError",
@@ -18,7 +22,21 @@ __all__ = [
     "RuleError",
     "SigningError",
     "WorkerError",
+    "report_failure",
 ]
+
+
+def report_failure(where: str, exc: BaseException | None = None) -> None:
+    """Tell the operator (stderr) that ``where`` failed; the caller only learns a code.
+
+    Call it while handling the exception. An error pyhall-mcp described needs no
+    traceback. It never raises: a report must not turn a denial into a leak.
+    """
+    with contextlib.suppress(Exception):  # stderr itself is gone: nothing left to tell
+        if isinstance(exc, PyhallError):
+            sys.stderr.write(f"pyhall: {where}: {exc}\n")
+        else:
+            sys.stderr.write(f"pyhall: {where} failed:\n{traceback.format_exc()}")
 
 
 class PyhallError(Exception):

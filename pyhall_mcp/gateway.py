@@ -30,7 +30,7 @@ from mcp.server.subscriptions import InMemorySubscriptionBus, ListenHandler, Too
 
 from . import __version__, approvals
 from ._stdio import InvalidMessage, stdio_streams
-from .errors import ConfigError, PyhallError
+from .errors import ConfigError, PyhallError, report_failure
 from .hall import (
     META_GOVERNANCE,
     CallOutcome,
@@ -121,10 +121,8 @@ class Gateway:
         except MCPError:
             raise  # a deliberate JSON-RPC answer (unknown tool, --deny-mode jsonrpc)
         except Exception:
-            # Never let exception text reach the client (the SDK would send it raw),
-            # not even from the report of it.
-            with contextlib.suppress(Exception):
-                sys.stderr.write(f"pyhall-mcp: tools/call failed:\n{traceback.format_exc()}")
+            # Never let exception text reach the client (the SDK would send it raw).
+            report_failure("tools/call")
             return types.CallToolResult(
                 content=[
                     types.TextContent(

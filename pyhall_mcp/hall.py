@@ -33,7 +33,7 @@ from ._schema import SchemaValidator
 from ._yaml import load_document
 from .audit import Durability
 from .canonical import canonical_json, digest
-from .errors import AttestationError, ConfigError, PyhallError, RegistryError
+from .errors import AttestationError, ConfigError, PyhallError, RegistryError, report_failure
 from .layout import HallLayout
 from .models import (
     DATA_LABEL_ORDER,
@@ -599,7 +599,7 @@ class Hall:
         except anyio.get_cancelled_exc_class():
             raise
         except Exception:
-            _log_exception("call")
+            report_failure("call")
             message = "The hall failed while handling this call; nothing was run."
             gov = {
                 "tool": telemetry.sanitize_id(tool[:128]),
@@ -949,7 +949,7 @@ class Hall:
         try:
             receipt_id, future = self.audit.submit(body)
         except Exception:
-            _log_exception("audit")
+            report_failure("audit")
             return {}
         future.add_done_callback(_log_receipt_failure)
         return {"receipt_id": receipt_id}
@@ -958,7 +958,7 @@ class Hall:
         try:
             return await self._receipt(body)
         except Exception:
-            _log_exception("audit")
+            report_failure("audit")
             return {}
 
     def _emit(self, decision: RouteDecision) -> None:
@@ -1102,12 +1102,6 @@ def _explain(decision: RouteDecision, status: OutcomeStatus) -> str:
 def _log_receipt_failure(future: Any) -> None:
     if not future.cancelled() and future.exception() is not None:
         sys.stderr.write(f"pyhall: a queued receipt was not written: {future.exception()}\n")
-
-
-def _log_exception(where: str) -> None:
-    import traceback
-
-    sys.stderr.write(f"pyhall: {where} failed:\n{traceback.format_exc()}")
 
 
 def load_hall(root: str | Path | None = None, **kwargs: Any) -> Hall:

@@ -14,8 +14,6 @@ import hashlib
 import operator
 import os
 import secrets
-import sys
-import traceback
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -26,7 +24,7 @@ from pydantic import BaseModel, ValidationError
 from . import telemetry as evt
 from .canonical import canonical_json, is_plain_json, sorted_json
 from .credentials import CredentialError, verify_credential
-from .errors import PyhallError
+from .errors import report_failure
 from .models import (
     CandidateWorker,
     Escalation,
@@ -397,7 +395,7 @@ def _check_policy(call: _Call, gate: Any) -> None:
         try:
             result = evaluate(_gate_context(call))
         except Exception as exc:
-            _log_exception("policy gate", exc)
+            report_failure("policy gate", exc)
             raise _Deny(
                 "DENY_INTERNAL_ERROR", "The policy gate failed; the hall fails closed."
             ) from None
@@ -525,7 +523,7 @@ def _check_privilege(call: _Call, view: _View, get_envelope: Any, allows: Any) -
     try:
         ok, reason = allows(call.inp.env, call.inp.data_label, get_envelope(call.species))
     except Exception:
-        _log_exception("privilege check")
+        report_failure("privilege check")
         raise _Deny(
             "DENY_INTERNAL_ERROR", "The privilege envelope check failed; the hall fails closed."
         ) from None
@@ -548,15 +546,6 @@ def _quietly(fn: Callable[..., Any], *args: Any) -> Any:
         return fn(*args)
     except Exception:
         return None
-
-
-def _log_exception(where: str, exc: BaseException | None = None) -> None:
-    # The full story goes to the operator's stderr; the caller only learns the code.
-    # An error the engine described (an argument it cannot evaluate) needs no traceback.
-    if isinstance(exc, PyhallError):
-        sys.stderr.write(f"pyhall: {where}: {exc}\n")
-    else:
-        sys.stderr.write(f"pyhall: {where} raised:\n{traceback.format_exc()}")
 
 
 def _artifact_hash(inp: RouteInput) -> str:
@@ -812,7 +801,7 @@ def make_decision(
         try:
             rule_set = as_rule_set(rules)
         except Exception:
-            _log_exception("rule compilation")
+            report_failure("rule compilation")
             call = _Call(inp, RuleSet(()), hall_config or _DEFAULT_CONFIG, when)
             return _deny(
                 call,
@@ -862,7 +851,7 @@ def make_decision(
                 )
         return decision
     except Exception:
-        _log_exception("make_decision")
+        report_failure("make_decision")
         try:
             safe = inp if isinstance(inp, RouteInput) else None
             if safe is None:
