@@ -619,14 +619,27 @@ def _report_check(hall: Hall) -> int:
         for worker_id, code in sorted(hall.attestation_failures.items())
     ]
     issues += [p.describe() for p in readiness_problems(hall.layout, hall.settings, hall.trusted)]
-    if not hall.settings.audit.enabled:
-        issues.append("audit.enabled is false: calls leave no receipts")
+    issues += _operator_warnings(hall)
     if not issues:
         sys.stderr.write(f"pyhall-mcp: {where}: OK\n")
         return 0
     sys.stderr.write(f"pyhall-mcp: {where}; {len(issues)} problem(s):\n")
     sys.stderr.writelines(f"  {issue}\n" for issue in issues)
     return 1
+
+
+def _operator_warnings(hall: Hall) -> list[str]:
+    """Settings the operator chose that weaken what a call proves: never silent."""
+    warnings = []
+    settings = hall.settings
+    if not settings.audit.enabled:
+        warnings.append("audit.enabled is false: calls leave no receipts")
+    if settings.tenant_credential and not settings.floors.require_credential:
+        warnings.append(
+            "a tenant credential is set but floors.require_credential is false: it is "
+            "never checked (set PYHALL_REQUIRE_CREDENTIAL=true to enforce it)"
+        )
+    return warnings
 
 
 def check_launch(argv: Sequence[str]) -> Hall:
@@ -684,8 +697,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             hall.check_start()  # what would refuse to start is a refusal here too
             return _report_check(hall)
         hall.open_audit()  # before serving: a hall that cannot receipt does not start
-        if not hall.settings.audit.enabled:  # the operator's choice, never a silent one
-            sys.stderr.write("pyhall-mcp: warning: audit.enabled is false: no receipts\n")
+        for warning in _operator_warnings(hall):  # the operator's choices, never silent
+            sys.stderr.write(f"pyhall-mcp: warning: {warning}\n")
         configure_tracing()
     except ConfigError as exc:
         sys.stderr.write(f"pyhall-mcp: refusing to start: {exc.describe()}\n")

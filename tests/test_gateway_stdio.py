@@ -542,6 +542,14 @@ def test_check_and_start_say_when_receipts_are_off(
     assert "audit.enabled is false" in capsys.readouterr().err
 
 
+def test_check_says_when_a_tenant_credential_is_never_checked(
+    gate_hall: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PYHALL_TENANT_CREDENTIAL", "an.unchecked.credential")
+    assert main(["--hall", str(gate_hall), "--check"]) == 1
+    assert "floors.require_credential is false: it is never checked" in capsys.readouterr().err
+
+
 def test_check_reports_settings_that_would_fail_every_call(
     gate_hall: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
