@@ -206,7 +206,8 @@ async def _session(work: Path, args: argparse.Namespace) -> list[dict[str, Any]]
                 f"JSON-RPC {exc.error.code}: {exc.error.message}",
             )
         target = work / "workers" / "greeter" / "greeter.py"
-        target.write_text(target.read_text() + "\n# an edit nobody signed\n")
+        signed = target.read_text()
+        target.write_text(signed + "\n# an edit nobody signed\n")
         await _call(
             narrator,
             client,
@@ -215,6 +216,7 @@ async def _session(work: Path, args: argparse.Namespace) -> list[dict[str, Any]]
             "greet",
             {"name": "Ada"},
         )
+        target.write_text(signed)  # put back, so that the next refusal is the tenant's alone
 
     narrator.say("\nA stranger: the same hall launched for a tenant it does not know:")
     async with gateway_client(work, ["--events", "off", "--tenant", "intruder"]) as client:
