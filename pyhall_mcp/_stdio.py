@@ -83,7 +83,7 @@ async def stdio_streams(
                 _flush_stray_output()
         return
     loop = asyncio.get_running_loop()
-    with _claimed(0, os.O_RDONLY) as wire_in, _claimed(1, os.O_WRONLY) as wire_out:
+    with _claimed(0) as wire_in, _claimed(1) as wire_out:
         lines = _LineProtocol(MAX_MESSAGE_BYTES)
         await loop.connect_read_pipe(lambda: lines, os.fdopen(wire_in, "rb", buffering=0))
         sink = _WriteProtocol()
@@ -126,7 +126,7 @@ def _flush_stray_output() -> None:
 
 
 @contextlib.contextmanager
-def _claimed(fd: int, flags: int) -> Any:
+def _claimed(fd: int) -> Any:
     """Serve fd's wire from a private duplicate; fd itself reads /dev/null or writes stderr.
 
     Yields the duplicate, which the transport owns and closes. On exit fd is
@@ -138,7 +138,7 @@ def _claimed(fd: int, flags: int) -> Any:
     blocking = os.get_blocking(fd)
     wire = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3)
     keep = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3)  # to restore fd from, after the close
-    diversion = os.open(os.devnull, os.O_RDONLY) if flags == os.O_RDONLY else os.dup(2)
+    diversion = os.open(os.devnull, os.O_RDONLY) if fd == 0 else os.dup(2)
     try:
         os.dup2(diversion, fd)
     finally:

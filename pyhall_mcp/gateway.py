@@ -422,12 +422,12 @@ class _ClientStream:
                 return item
             errors = getattr(item, "errors", lambda: [])()
             not_json = bool(errors) and errors[0].get("type") == "json_invalid"
-            error = types.ErrorData(
-                code=types.PARSE_ERROR if not_json else types.INVALID_REQUEST,
-                message="Parse error" if not_json else "Invalid Request",
-            )
-            if isinstance(item, InvalidMessage):
-                error.message = f"Invalid Request: {item}"
+            if not_json:
+                error = types.ErrorData(code=types.PARSE_ERROR, message="Parse error")
+            else:
+                reason = f": {item}" if isinstance(item, InvalidMessage) else ""
+                message = f"Invalid Request{reason}"
+                error = types.ErrorData(code=types.INVALID_REQUEST, message=message)
             request_id = None if not_json else _readable_id(errors)
             await self._write.send(
                 SessionMessage(types.JSONRPCError(jsonrpc="2.0", id=request_id, error=error))
