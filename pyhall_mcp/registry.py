@@ -9,6 +9,7 @@ file and field; the good ones keep serving.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import sys
 import unicodedata
@@ -31,6 +32,7 @@ __all__ = [
     "ToolSpec",
     "WorkerRecord",
     "check_identifier",
+    "filesystem_form",
     "worker_blast_score",
 ]
 
@@ -75,6 +77,9 @@ class ToolSpec(BaseModel):
     input_schema: dict[str, Any]
     output_schema: dict[str, Any] | None = None
     annotations: dict[str, Any] = Field(default_factory=dict)
+    #: Arguments that name a file, and whether the worker reads or writes it: each call's
+    #: real paths are checked against the worker's privilege envelope before it runs.
+    path_arguments: dict[str, Literal["read", "write"]] = Field(default_factory=dict)
 
     @field_validator("name")
     @classmethod
@@ -114,6 +119,17 @@ class ToolSpec(BaseModel):
             raise ValueError(f"unknown annotation(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
         return value
 
+    @model_validator(mode="after")
+    def _paths_are_string_arguments(self) -> ToolSpec:
+        properties = self.input_schema.get("properties")
+        for name in self.path_arguments:
+            schema = properties.get(name) if isinstance(properties, dict) else None
+            if not isinstance(schema, dict) or schema.get("type") != "string":
+                raise ValueError(
+                    f"path_arguments names {name!r}, which is not a string property of input_schema"
+                )
+        return self
+
 
 class BlastRadius(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -146,9 +162,18 @@ class PrivilegeEnvelope(BaseModel):
     secrets_access: tuple[str, ...] = ()
     #: "none", or the hosts the worker may reach.
     network_egress: Literal["none"] | tuple[str, ...] = "none"
+    #: Directories (relative to the hall, or absolute) the worker may read / write below.
     filesystem_reads: tuple[str, ...] = ()
     filesystem_writes: tuple[str, ...] = ()
     tools: tuple[str, ...] = ()
+
+    @field_validator("filesystem_reads", "filesystem_writes")
+    @classmethod
+    def _directories(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for entry in value:
+            if not entry or "\x00" in entry:
+                raise ValueError("directories must be non-empty paths without NUL bytes")
+        return value
 
 
 class WorkerRecord(BaseModel):
@@ -201,6 +226,29 @@ class WorkerRecord(BaseModel):
             raise ValueError("a worker with a runner must declare its `tool`")
         return self
 
+    @model_validator(mode="after")
+    def _paths_need_an_envelope(self) -> WorkerRecord:
+        modes = set(self.tool.path_arguments.values()) if self.tool is not None else set()
+        if not modes:
+            return self
+        envelope = self.privilege_envelope
+        if envelope is None:
+            raise ValueError(
+                "tool.path_arguments needs a privilege_envelope naming the directories "
+                "the worker may use"
+            )
+        if "write" in modes and not envelope.filesystem_writes:
+            raise ValueError(
+                "tool.path_arguments has a write argument but "
+                "privilege_envelope.filesystem_writes is empty"
+            )
+        if "read" in modes and not (envelope.filesystem_reads or envelope.filesystem_writes):
+            raise ValueError(
+                "tool.path_arguments has a read argument but privilege_envelope "
+                "names no filesystem_reads"
+            )
+        return self
+
     @cached_property  # frozen model: computed once per record
     def controls(self) -> frozenset[str]:
         return frozenset(canonical_control(c) for c in self.currently_implements)
@@ -220,6 +268,34 @@ class WorkerRecord(BaseModel):
         if self.namespace is None:
             found.append(f"worker_id {self.worker_id!r} is not under org.<name> or x.<name>")
         return found
+
+
+def filesystem_form(path: str, *, base: str, hall: str) -> str:
+    """``path`` resolved against ``base``, symlinks followed, in the form privilege checks
+    compare: relative to the hall's real directory ``hall`` when inside it, else absolute.
+
+    The relative form keeps a decision's input (and so its artifact hash and goldens) the
+    same wherever the hall is checked out. ValueError for a NUL byte.
+    """
+    if "\x00" in path:
+        raise ValueError("path contains a NUL byte")
+    real = os.path.realpath(os.path.join(base, path))
+    relative = os.path.relpath(real, hall)
+    if relative == os.pardir or relative.startswith(os.pardir + os.sep):
+        return real
+    return relative
+
+
+def _inside(path: str, directory: str) -> bool:
+    """Whether ``path`` is ``directory`` or below it (both in :func:`filesystem_form`)."""
+    if os.path.isabs(path) != os.path.isabs(directory):
+        return False
+    if directory == os.curdir:  # the hall itself: every relative form is inside
+        return True
+    return path == directory or path.startswith(directory.rstrip(os.sep) + os.sep)
+
+
+_TOUCHES = {"filesystem_reads": "read", "filesystem_writes": "write"}
 
 
 def _validation_problem(exc: ValidationError, source: str) -> RegistryError:
@@ -253,6 +329,7 @@ class Registry:
         self._declared_controls: frozenset[str] | None = None
         self._available_override: frozenset[str] | None = None
         self._egress_allowlist: dict[str, tuple[str, ...]] = {}
+        self._hall_dir: str | None = None  # relative envelope directories resolve here
         self._attested: dict[str, tuple[str, Callable[[], str | None]]] = {}
         self.problems: list[RegistryError] = []
         if registry_dir is not None:
@@ -491,6 +568,51 @@ class Registry:
                 if outside:
                     return False, f"egress_not_allowlisted:{outside[0]}"
         return True, "privilege_envelope_ok"
+
+    @property
+    def hall_dir(self) -> str | None:
+        """The hall's real directory: relative envelope directories resolve here."""
+        return self._hall_dir
+
+    def set_hall_dir(self, hall_dir: str | Path) -> None:
+        self._hall_dir = os.path.realpath(hall_dir)
+
+    def filesystem_allows(
+        self, envelope: Mapping[str, Any] | None, touched: Mapping[str, Any]
+    ) -> tuple[bool, str, str | None]:
+        """Whether a call's files lie inside the envelope's directories.
+
+        ``touched`` is a RouteInput's ``privilege_context``: ``filesystem_reads`` and
+        ``filesystem_writes``, each mapping an argument to its :func:`filesystem_form`
+        (None when it could not be resolved). A write needs a ``filesystem_writes``
+        directory; a read either kind. Returns ``(ok, reason, argument)``; the directories
+        are resolved now, so a symlinked one is followed where it points today.
+        """
+        if self._hall_dir is None:
+            return False, "filesystem_base_unset", None
+        if envelope is None:
+            return False, "no_privilege_envelope_declared", None
+        try:
+            parsed = PrivilegeEnvelope.model_validate(dict(envelope))
+        except (ValidationError, TypeError, ValueError):
+            return False, "privilege_envelope_invalid", None
+        hall = self._hall_dir
+
+        def forms(directories: tuple[str, ...]) -> list[str]:
+            return [filesystem_form(d, base=hall, hall=hall) for d in directories]
+
+        writable = forms(parsed.filesystem_writes)
+        readable = forms(parsed.filesystem_reads) + writable
+        for key, arguments in touched.items():
+            if key not in _TOUCHES or not isinstance(arguments, Mapping):
+                return False, f"privilege_context_unknown:{key}", None
+            directories = writable if _TOUCHES[key] == "write" else readable
+            for argument, path in arguments.items():
+                if not isinstance(path, str):
+                    return False, "path_unresolvable", str(argument)
+                if not any(_inside(path, d) for d in directories):
+                    return False, f"{_TOUCHES[key]}_outside_envelope", str(argument)
+        return True, "privilege_envelope_ok", None
 
     # -- attestation -----------------------------------------------------------------
     def set_attestation(

@@ -501,7 +501,12 @@ def _check_attestation(call: _Call, view: _View, registered_fn: Any, current_fn:
 
 
 def _check_privilege(call: _Call, view: _View, get_envelope: Any, allows: Any) -> None:
-    if not (PRIVILEGE_CONTROL in call.required or call.config.enforce_privilege_envelopes):
+    # A call that names files (the hall fills privilege_context from the tool's path
+    # arguments) is always held to the envelope: confinement is not left to a floor.
+    touched = call.inp.privilege_context
+    if not (
+        PRIVILEGE_CONTROL in call.required or call.config.enforce_privilege_envelopes or touched
+    ):
         return
     registry = view.registry
     if get_envelope is None and registry is not None:
@@ -515,27 +520,49 @@ def _check_privilege(call: _Call, view: _View, get_envelope: Any, allows: Any) -
 
     if allows is None and registry is not None:
         allows = registry.policy_allows_privilege
-    if get_envelope is None or allows is None:
+    if get_envelope is None or allows is None or (touched and registry is None):
         raise _Deny(
             "DENY_PRIVILEGE_ENVELOPE_UNCONFIGURED",
             "A privilege envelope check is required but not configured.",
         )
+    argument = None
     try:
-        ok, reason = allows(call.inp.env, call.inp.data_label, get_envelope(call.species))
+        envelope = get_envelope(call.species)
+        ok, reason = allows(call.inp.env, call.inp.data_label, envelope)
+        if ok and touched:
+            assert registry is not None
+            ok, reason, argument = registry.filesystem_allows(envelope, touched)
     except Exception:
         report_failure("privilege check")
         raise _Deny(
             "DENY_INTERNAL_ERROR", "The privilege envelope check failed; the hall fails closed."
         ) from None
     call.privilege_ok = bool(ok)
-    if not ok:
-        raise _Deny(
-            "DENY_PRIVILEGE_ENVELOPE_VIOLATED",
-            f"The worker's privilege envelope is not allowed for "
-            f"{call.inp.env}/{call.inp.data_label}: {reason}.",
-            reason=str(reason),
-            worker_species_id=call.species,
+    if ok:
+        return
+    if argument is not None:
+        # Never the resolved path: it would map the host's filesystem for the caller.
+        access = {"read_outside_envelope": "read", "write_outside_envelope": "write"}
+        message = (
+            f"The argument {argument!r} names a file outside the directories the "
+            f"worker's privilege envelope lets it {access[reason]}."
+            if reason in access
+            else f"The argument {argument!r} is not a path the hall can resolve."
         )
+        details = {"argument": argument}
+    else:
+        message = (
+            f"The worker's privilege envelope is not allowed for "
+            f"{call.inp.env}/{call.inp.data_label}: {reason}."
+        )
+        details = {}
+    raise _Deny(
+        "DENY_PRIVILEGE_ENVELOPE_VIOLATED",
+        message,
+        reason=str(reason),
+        worker_species_id=call.species,
+        **details,
+    )
 
 
 # -- building the decision --------------------------------------------------------------------

@@ -439,7 +439,8 @@ def test_call_through_a_real_gateway(hall: Path) -> None:
     dry_denied = pyhall(
         "call", "read_file", "--args", '{"path": "../hall.yaml"}', "--hall", str(hall), "--dry-run"
     )
-    assert dry_denied.returncode == 1 and "DENY_POLICY_GATE" in dry_denied.stdout
+    assert dry_denied.returncode == 1
+    assert "DENY_PRIVILEGE_ENVELOPE_VIOLATED" in dry_denied.stdout, dry_denied.stdout
 
 
 def test_call_and_demo_on_a_hall_the_gateway_refuses(hall: Path, tmp_path: Path) -> None:

@@ -670,8 +670,25 @@ async def test_demo_hall(demo_hall: Path, client_mode: str) -> None:
         greet = await s.call("greet", {"name": "Ada"})
         assert greet.structured_content == {"greeting": "Hello, Ada!"}
         assert _governance(greet)["worker_attestation_valid"] is True
-        for path in ("/etc/passwd", "../hall.yaml", "workspace/../../hall.yaml"):
-            _check_denial(await s.call("read_file", {"path": path}), "DENY_POLICY_GATE")
+        # The reader's privilege envelope confines it, symlinks resolved: the worker never runs.
+        (demo_hall / "workspace" / "notes" / "out.txt").symlink_to(demo_hall / "hall.yaml")
+        (demo_hall / "workspace" / "notes" / "in.txt").symlink_to("meeting.txt")
+        for path in ("/etc/passwd", "../hall.yaml", "workspace/../../hall.yaml", "notes/out.txt"):
+            denied = _check_denial(
+                await s.call("read_file", {"path": path}), "DENY_PRIVILEGE_ENVELOPE_VIOLATED"
+            )
+            assert denied["deny_message"] == (
+                "The argument 'path' names a file outside the directories the worker's "
+                "privilege envelope lets it read."
+            )
+        unresolvable = await s.call("read_file", {"path": "notes/a\x00b"})
+        denied = _check_denial(unresolvable, "DENY_PRIVILEGE_ENVELOPE_VIOLATED")
+        assert denied["deny_message"] == "The argument 'path' is not a path the hall can resolve."
+        inside = await s.call("read_file", {"path": "notes/in.txt"})
+        assert inside.structured_content["path"] == "notes/meeting.txt"
+        assert _governance(inside)["privilege_envelope_ok"] is True
+        # The deleter's policy confines it first (`under: workspace`).
+        _check_denial(await s.call("delete_file", {"path": "../hall.yaml"}), "DENY_POLICY_GATE")
         target = demo_hall / "workspace" / "scratch" / "held.txt"
         target.write_text("keep me\n")
         held = await s.call("delete_file", {"path": str(target)})

@@ -16,6 +16,7 @@ from pyhall_mcp.registry import (
     Registry,
     WorkerRecord,
     check_identifier,
+    filesystem_form,
     worker_blast_score,
 )
 
@@ -430,6 +431,82 @@ def test_get_privilege_envelope_by_species() -> None:
     registry.enroll(_record("a", privilege_envelope={"secrets_access": ["k"]}))
     assert registry.get_privilege_envelope("wrk.doc.a")["secrets_access"] == ("k",)
     assert registry.get_privilege_envelope("wrk.none.x") is None
+
+
+# -- path arguments and the envelope's directories ------------------------------------------
+
+
+def _reader(envelope: dict[str, Any] | None, **paths: str) -> dict[str, Any]:
+    record = _record("reader", privilege_envelope=envelope)
+    record["tool"] = {
+        **record["tool"],
+        "input_schema": {
+            "type": "object",
+            "properties": {"path": {"type": "string"}, "n": {"type": "integer"}},
+        },
+        "path_arguments": paths or {"path": "read"},
+    }
+    return record
+
+
+@pytest.mark.parametrize(
+    ("record", "words"),
+    [
+        (_reader({"filesystem_reads": ["workspace/"]}, n="read"), "'n', which is not a string"),
+        (_reader({"filesystem_reads": ["workspace/"]}, nope="read"), "'nope', which is not"),
+        (_reader(None), "needs a privilege_envelope"),
+        (_reader({"filesystem_reads": ["workspace/"]}, path="write"), "filesystem_writes is empty"),
+        (_reader({"filesystem_reads": []}), "names no filesystem_reads"),
+        (_reader({"filesystem_reads": [""]}), "non-empty paths"),
+        (_reader({"filesystem_reads": ["workspace/"]}, path="delete"), "tool.path_arguments.path"),
+    ],
+    ids=["not-a-string", "not-a-property", "no-envelope", "write", "no-reads", "blank", "mode"],
+)
+def test_path_arguments_are_checked_at_enrollment(record: dict[str, Any], words: str) -> None:
+    with pytest.raises(RegistryError) as caught:
+        Registry().enroll(record, source="worker.yaml")
+    assert words in caught.value.describe()
+
+
+def test_a_write_directory_also_serves_reads() -> None:
+    record = Registry().enroll(_reader({"filesystem_writes": ["out/"]}))
+    assert record.tool is not None and record.tool.path_arguments == {"path": "read"}
+
+
+def test_filesystem_form_is_relative_inside_the_hall_and_follows_symlinks(tmp_path: Path) -> None:
+    hall = tmp_path / "hall"
+    (hall / "workspace").mkdir(parents=True)
+    (tmp_path / "elsewhere").mkdir()
+    (hall / "workspace" / "out").symlink_to(tmp_path / "elsewhere")
+    (hall / "workspace" / "in").symlink_to("../workspace")
+    base, real = str(hall / "workspace"), str(hall.resolve())
+    assert filesystem_form("a/../b.txt", base=base, hall=real) == "workspace/b.txt"
+    assert filesystem_form("in/c", base=base, hall=real) == "workspace/c"
+    assert filesystem_form("out/c", base=base, hall=real) == str(
+        (tmp_path / "elsewhere" / "c").resolve()
+    )
+    assert filesystem_form("../hall.yaml", base=base, hall=real) == "hall.yaml"
+    assert filesystem_form("/etc/passwd", base=base, hall=real) == "/etc/passwd"
+    with pytest.raises(ValueError):
+        filesystem_form("a\x00b", base=base, hall=real)
+
+
+def test_envelope_directories_resolve_against_the_hall_when_checked(tmp_path: Path) -> None:
+    hall = tmp_path / "hall"
+    hall.mkdir()
+    (tmp_path / "data").mkdir()
+    (hall / "workspace").symlink_to(tmp_path / "data")  # the workspace lives elsewhere
+    registry = Registry()
+    registry.set_hall_dir(hall)
+    envelope = {"filesystem_reads": ["workspace/"]}
+    inside = filesystem_form("workspace/a", base=str(hall), hall=str(hall.resolve()))
+    assert inside == str((tmp_path / "data" / "a").resolve())
+    assert registry.filesystem_allows(envelope, {"filesystem_reads": {"p": inside}})[0] is True
+    assert registry.filesystem_allows(envelope, {"filesystem_reads": {"p": "hall.yaml"}}) == (
+        False,
+        "read_outside_envelope",
+        "p",
+    )
 
 
 # -- attestation (reference API) ---------------------------------------------------------------

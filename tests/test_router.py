@@ -113,9 +113,13 @@ class Scenario:
     construct: bool = False
     #: True: call with the reference's callables (pooled controls), no ``registry=``.
     reference: bool = False
+    #: Where relative envelope directories resolve (need not exist); None: unset.
+    hall_dir: str | None = "/golden-hall"
 
     def registry(self) -> Registry:
         registry = Registry()
+        if self.hall_dir is not None:
+            registry.set_hall_dir(self.hall_dir)
         for record in self.records:
             registry.enroll(record)
             if self.registered_hash is not None:
@@ -958,6 +962,119 @@ def test_allowlisted_egress_and_lower_labels_pass() -> None:
     _allowed(s.run())
 
 
+def _touching(envelope: dict[str, Any], **touched: dict[str, str | None]) -> Scenario:
+    """A call naming files (as the hall fills privilege_context), no privilege floor or rule."""
+    s = Scenario(records=[_record(privilege_envelope=envelope)])
+    s.inp["privilege_context"] = touched
+    return s
+
+
+_WORKSPACE = {"filesystem_reads": ["workspace/"], "filesystem_writes": ["workspace/out"]}
+
+
+@pytest.mark.parametrize(
+    "touched",
+    [
+        {"filesystem_reads": {"path": "workspace/notes/a.txt"}},
+        {"filesystem_reads": {"path": "workspace"}},
+        {"filesystem_reads": {"path": "workspace/out/b"}},  # a write directory may be read
+        {"filesystem_writes": {"target": "workspace/out/b"}, "filesystem_reads": {}},
+    ],
+    ids=["read", "the-directory", "read-in-write-dir", "write"],
+)
+def test_files_inside_the_envelope_pass_without_any_floor(touched: dict) -> None:
+    decision = _touching(_WORKSPACE, **touched).run()
+    assert _allowed(decision).privilege_envelope_ok is True
+    assert "evt.gov.privilege_envelope.checked" in [
+        e["event_id"] for e in decision.telemetry_envelopes
+    ]
+
+
+@pytest.mark.parametrize(
+    ("touched", "why", "message"),
+    [
+        (
+            {"filesystem_reads": {"path": "hall.yaml"}},
+            "read_outside_envelope",
+            "The argument 'path' names a file outside the directories the worker's privilege "
+            "envelope lets it read.",
+        ),
+        (
+            {"filesystem_reads": {"path": "workspace-secrets/key.pem"}},
+            "read_outside_envelope",
+            None,
+        ),
+        ({"filesystem_reads": {"path": "/etc/passwd"}}, "read_outside_envelope", None),
+        (
+            {"filesystem_writes": {"path": "workspace/notes/a.txt"}},
+            "write_outside_envelope",
+            "The argument 'path' names a file outside the directories the worker's privilege "
+            "envelope lets it write.",
+        ),
+        (
+            {"filesystem_reads": {"path": None}},
+            "path_unresolvable",
+            "The argument 'path' is not a path the hall can resolve.",
+        ),
+    ],
+    ids=["outside", "sibling-prefix", "absolute", "write-in-read-dir", "unresolvable"],
+)
+def test_files_outside_the_envelope_are_denied(
+    touched: dict, why: str, message: str | None
+) -> None:
+    decision = _touching(_WORKSPACE, **touched).run()
+    reason = _denied(decision, "DENY_PRIVILEGE_ENVELOPE_VIOLATED")
+    assert reason["reason"] == why and reason["argument"] == "path"
+    assert decision.privilege_envelope_ok is False
+    if message is not None:
+        assert reason["message"] == message
+    assert "/etc" not in reason["message"] and "key.pem" not in reason["message"]
+
+
+def test_absolute_envelope_directories_compare_as_absolute_paths() -> None:
+    envelope = {"filesystem_reads": ["/srv/data/"]}
+    _allowed(_touching(envelope, filesystem_reads={"p": "/srv/data/x"}).run())
+    denied = _touching(envelope, filesystem_reads={"p": "/srv/database"}).run()
+    _denied(denied, "DENY_PRIVILEGE_ENVELOPE_VIOLATED")
+    # A relative form is inside the hall, never inside an absolute directory elsewhere.
+    _denied(
+        _touching(envelope, filesystem_reads={"p": "srv/data/x"}).run(),
+        "DENY_PRIVILEGE_ENVELOPE_VIOLATED",
+    )
+
+
+@pytest.mark.parametrize(
+    ("edit", "code", "why"),
+    [
+        (
+            lambda s: s.inp.update(privilege_context={"network": {"h": "x"}}),
+            "DENY_PRIVILEGE_ENVELOPE_VIOLATED",
+            "privilege_context_unknown:network",
+        ),
+        (
+            lambda s: setattr(s, "hall_dir", None),
+            "DENY_PRIVILEGE_ENVELOPE_VIOLATED",
+            "filesystem_base_unset",
+        ),
+        (
+            lambda s: s.records[0].update(privilege_envelope=None),
+            "DENY_PRIVILEGE_ENVELOPE_VIOLATED",
+            "no_privilege_envelope_declared",
+        ),
+        (lambda s: setattr(s, "reference", True), "DENY_PRIVILEGE_ENVELOPE_UNCONFIGURED", None),
+    ],
+    ids=["unknown-key", "no-hall-dir", "no-envelope", "no-registry"],
+)
+def test_a_call_naming_files_fails_closed(
+    edit: Callable[[Scenario], None], code: str, why: str | None
+) -> None:
+    s = _touching(_WORKSPACE, filesystem_reads={"path": "workspace/a"})
+    edit(s)
+    reason = _denied(s.run(), code)
+    if why is not None:
+        assert reason["reason"] == why
+
+
 def test_deny_internal_error_when_the_privilege_check_raises() -> None:
     s = Scenario(config={"enforce_privilege_envelopes": True})
 
@@ -1224,6 +1341,14 @@ def _golden_cases() -> dict[str, Scenario]:
         Scenario(reference=True, config={"enforce_privilege_envelopes": True}),
     )
     add("deny-privilege-secrets", _privileged(privilege_envelope={"secrets_access": ["k"]}))
+    add(
+        "allow-privilege-files",
+        _touching(_WORKSPACE, filesystem_reads={"path": "workspace/a.txt"}),
+    )
+    add(
+        "deny-privilege-file-outside",
+        _touching(_WORKSPACE, filesystem_writes={"path": "workspace/a.txt"}),
+    )
     return cases
 
 

@@ -66,25 +66,25 @@ def test_trace_replays_green(name: str, replays: dict[str, Future[ReplayResult]]
 def test_a_changed_deny_message_fails_then_update_rewrites(tmp_path: Path) -> None:
     hall = copy_hall(REPO, tmp_path / "hall")
     files = hall / "policies" / "files.yaml"
-    old = "The file reader may not read outside workspace/."
+    old = "Nothing outside workspace/ is ever deleted."
     text = files.read_text()
     assert old in text
-    files.write_text(text.replace(old, "Reading outside the workspace is not allowed."))
+    files.write_text(text.replace(old, "Deleting outside the workspace is not allowed."))
     trace = tmp_path / "deny.jsonl"
     trace.write_bytes((TRACES / "deny-mode-jsonrpc-legacy.jsonl").read_bytes())
 
     failed = replay(trace, hall=hall)
     assert not failed.ok
     [mismatch] = failed.mismatches
-    assert mismatch.summary == "error to id 2 (tools/call read_file) differs"
+    assert mismatch.summary == "error to id 2 (tools/call delete_file) differs"
     removed, added = _changed_lines(mismatch.diff)
     assert any(old in line for line in removed)
-    assert any("Reading outside the workspace is not allowed." in line for line in added)
+    assert any("Deleting outside the workspace is not allowed." in line for line in added)
     assert f"frame {mismatch.index} (line {mismatch.line})" in failed.report()
 
     updated = replay(trace, hall=hall, update=True)
     assert updated.updated
-    assert "Reading outside the workspace is not allowed." in trace.read_text()
+    assert "Deleting outside the workspace is not allowed." in trace.read_text()
     assert replay(trace, hall=hall).ok
 
 

@@ -160,7 +160,8 @@ async def progress(s: Session) -> None:
 
 
 async def denials(s: Session) -> None:
-    await s.call("read_file", {"path": "../hall.yaml"})  # policy: outside the workspace
+    await s.call("read_file", {"path": "../hall.yaml"})  # the reader's privilege envelope
+    await s.call("delete_file", {"path": "../hall.yaml"})  # policy: outside the workspace
     await s.call("hash_document", {"text": "abc", "algorithm": "md5"})  # not in the schema
     await s.call("greet", {})  # missing a required argument
     await s.call("greet", {"name": "Ada", "shout": True})  # an argument the schema forbids
@@ -181,6 +182,7 @@ async def one_greeting(s: Session) -> None:
 
 
 async def jsonrpc_denials(s: Session) -> None:
+    await s.call("delete_file", {"path": "../hall.yaml"})
     await s.call("read_file", {"path": "../hall.yaml"})
     await s.call("delete_file", {"path": "scratch/old-draft.txt"})
 

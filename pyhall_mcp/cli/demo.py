@@ -175,6 +175,15 @@ async def _session(work: Path, args: argparse.Namespace) -> list[dict[str, Any]]
             "read_file",
             {"path": "../hall.yaml"},
         )
+        (work / "workspace" / "notes" / "shortcut.txt").symlink_to("../../hall.yaml")
+        await _call(
+            narrator,
+            client,
+            "read a link in the workspace that leads out of it",
+            "denied",
+            "read_file",
+            {"path": "notes/shortcut.txt"},
+        )
         held = await _call(
             narrator,
             client,
