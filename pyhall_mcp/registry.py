@@ -18,7 +18,15 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from ._yaml import load_document
 from .errors import ConfigError, RegistryError
@@ -119,16 +127,16 @@ class ToolSpec(BaseModel):
             raise ValueError(f"unknown annotation(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
         return value
 
-    @model_validator(mode="after")
-    def _paths_are_string_arguments(self) -> ToolSpec:
-        properties = self.input_schema.get("properties")
-        for name in self.path_arguments:
+    @field_validator("path_arguments")
+    @classmethod
+    def _string_arguments(cls, value: dict[str, str], info: ValidationInfo) -> dict[str, str]:
+        input_schema = info.data.get("input_schema") or {}  # absent: that field's own error
+        properties = input_schema.get("properties")
+        for name in value:
             schema = properties.get(name) if isinstance(properties, dict) else None
             if not isinstance(schema, dict) or schema.get("type") != "string":
-                raise ValueError(
-                    f"path_arguments names {name!r}, which is not a string property of input_schema"
-                )
-        return self
+                raise ValueError(f"{name!r} is not a string property of input_schema")
+        return value
 
 
 class BlastRadius(BaseModel):

@@ -452,8 +452,14 @@ def _reader(envelope: dict[str, Any] | None, **paths: str) -> dict[str, Any]:
 @pytest.mark.parametrize(
     ("record", "words"),
     [
-        (_reader({"filesystem_reads": ["workspace/"]}, n="read"), "'n', which is not a string"),
-        (_reader({"filesystem_reads": ["workspace/"]}, nope="read"), "'nope', which is not"),
+        (
+            _reader({"filesystem_reads": ["workspace/"]}, n="read"),
+            "tool.path_arguments: 'n' is not a string",
+        ),
+        (
+            _reader({"filesystem_reads": ["workspace/"]}, nope="read"),
+            "'nope' is not a string property",
+        ),
         (_reader(None), "needs a privilege_envelope"),
         (_reader({"filesystem_reads": ["workspace/"]}, path="write"), "filesystem_writes is empty"),
         (_reader({"filesystem_reads": []}), "names no filesystem_reads"),
