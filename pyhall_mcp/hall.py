@@ -45,7 +45,7 @@ from .models import (
     RouteInput,
     TenantRisk,
 )
-from .registry import Registry, WorkerRecord, filesystem_form
+from .registry import Registry, WorkerRecord
 from .router import make_decision
 from .rules import RuleSet, load_rule_set
 from .signing import Keyring, SigningKey
@@ -445,7 +445,7 @@ class Hall:
         registry = Registry.load(layout.workers_dir) if layout.workers_dir.is_dir() else Registry()
         for env, hosts in settings.egress_allowlist.items():
             registry.set_egress_allowlist(env, hosts)
-        registry.set_hall_dir(layout.root)
+        registry.set_hall_dir(layout.root, workspace_dir(layout, settings))
         # A rule's attestation preconditions ask for it in prod/edge even with the floor off.
         attest = config.require_worker_attestation or (
             settings.env in ("prod", "edge") and rules.asks_attestation_in_prod()
@@ -552,33 +552,9 @@ class Hall:
             tenant_id=settings.tenant_id,
             correlation_id=correlation_id or str(uuid.uuid4()),
             request=dict(arguments),
-            privilege_context=self._files_named(record, arguments),
             dry_run=dry_run,
             tenant_credential=settings.tenant_credential,
         )
-
-    def _files_named(
-        self, record: WorkerRecord, arguments: Mapping[str, Any]
-    ) -> dict[str, Any] | None:
-        """The files a call names through its tool's path arguments, resolved for the
-        privilege check (None when it names none). Resolving is I/O, so it happens here
-        at the edge and the router only compares."""
-        declared = record.tool.path_arguments if record.tool is not None else None
-        if not declared:
-            return None
-        hall = self.registry.hall_dir or str(self.layout.root)
-        base = self.workspace or hall
-        touched: dict[str, dict[str, str | None]] = {}
-        for argument, access in declared.items():
-            value = arguments.get(argument)
-            if not isinstance(value, str):
-                continue  # absent: nothing named (the schema check saw to its type)
-            try:
-                form: str | None = filesystem_form(value, base=base, hall=hall)
-            except (ValueError, OSError):
-                form = None  # denied as unresolvable
-            touched.setdefault(f"filesystem_{access}s", {})[argument] = form
-        return touched or None
 
     def decide(
         self,

@@ -40,7 +40,7 @@ __all__ = [
     "ToolSpec",
     "WorkerRecord",
     "check_identifier",
-    "filesystem_form",
+    "resolve_path",
     "worker_blast_score",
 ]
 
@@ -278,32 +278,36 @@ class WorkerRecord(BaseModel):
         return found
 
 
-def filesystem_form(path: str, *, base: str, hall: str) -> str:
-    """``path`` resolved against ``base``, symlinks followed, in the form privilege checks
-    compare: relative to the hall's real directory ``hall`` when inside it, else absolute.
+def resolve_path(path: str, base: str) -> str:
+    """``path`` (relative to ``base``) as an absolute real path, every symlink followed.
 
-    The relative form keeps a decision's input (and so its artifact hash and goldens) the
-    same wherever the hall is checked out. ValueError for a NUL byte.
+    Strict, unlike ``os.path.realpath``'s default, which stops at a symlink loop and
+    joins the rest of the path as text (so a later symlink would go unfollowed). A
+    file that does not exist yet resolves through its real parent directory.
+    ValueError when the path cannot be resolved: a NUL byte, a loop, a missing
+    directory, a dangling symlink, a component that is not a directory.
     """
     if "\x00" in path:
-        raise ValueError("path contains a NUL byte")
-    real = os.path.realpath(os.path.join(base, path))
-    relative = os.path.relpath(real, hall)
-    if relative == os.pardir or relative.startswith(os.pardir + os.sep):
-        return real
-    return relative
+        raise ValueError("the path contains a NUL byte")
+    joined = os.path.join(base, path)
+    try:
+        return os.path.realpath(joined, strict=True)
+    except FileNotFoundError:
+        pass
+    except OSError:
+        raise ValueError("the path cannot be resolved") from None
+    parent, name = os.path.split(joined)
+    if name in ("", os.curdir, os.pardir) or os.path.lexists(joined):  # lexists: dangling
+        raise ValueError("the path cannot be resolved")
+    try:
+        return os.path.join(os.path.realpath(parent, strict=True), name)
+    except OSError:
+        raise ValueError("the path's directory cannot be resolved") from None
 
 
 def _inside(path: str, directory: str) -> bool:
-    """Whether ``path`` is ``directory`` or below it (both in :func:`filesystem_form`)."""
-    if os.path.isabs(path) != os.path.isabs(directory):
-        return False
-    if directory == os.curdir:  # the hall itself: every relative form is inside
-        return True
+    """Whether ``path`` is ``directory`` or below it (both absolute real paths)."""
     return path == directory or path.startswith(directory.rstrip(os.sep) + os.sep)
-
-
-_TOUCHES = {"filesystem_reads": "read", "filesystem_writes": "write"}
 
 
 def _validation_problem(exc: ValidationError, source: str) -> RegistryError:
@@ -338,6 +342,7 @@ class Registry:
         self._available_override: frozenset[str] | None = None
         self._egress_allowlist: dict[str, tuple[str, ...]] = {}
         self._hall_dir: str | None = None  # relative envelope directories resolve here
+        self._path_base: str | None = None  # relative path arguments resolve here
         self._attested: dict[str, tuple[str, Callable[[], str | None]]] = {}
         self.problems: list[RegistryError] = []
         if registry_dir is not None:
@@ -577,50 +582,73 @@ class Registry:
                     return False, f"egress_not_allowlisted:{outside[0]}"
         return True, "privilege_envelope_ok"
 
-    @property
-    def hall_dir(self) -> str | None:
-        """The hall's real directory: relative envelope directories resolve here."""
-        return self._hall_dir
+    def set_hall_dir(self, hall_dir: str | Path, workspace: str | Path | None = None) -> None:
+        """Where relative envelope directories (the hall) and relative path arguments
+        (the workspace, else the hall) resolve."""
+        self._hall_dir = os.fspath(hall_dir)
+        self._path_base = os.fspath(workspace) if workspace is not None else self._hall_dir
 
-    def set_hall_dir(self, hall_dir: str | Path) -> None:
-        self._hall_dir = os.path.realpath(hall_dir)
+    def files_named(
+        self, record: WorkerRecord, request: Mapping[str, Any]
+    ) -> dict[str, dict[str, str | None]]:
+        """The files a call names through its tool's ``path_arguments``, resolved now:
+        ``{"read": {argument: real path}, "write": {...}}``; None for a path that cannot
+        be resolved. Resolving is I/O: the router reaches it only through the registry,
+        as it reaches a worker's current hash."""
+        named: dict[str, dict[str, str | None]] = {}
+        declared = record.tool.path_arguments if record.tool is not None else {}
+        if not declared:
+            return named
+        if self._path_base is None:
+            raise RuntimeError("the registry has no hall directory to resolve paths against")
+        for argument, access in declared.items():
+            value = request.get(argument)
+            if not isinstance(value, str):
+                continue  # absent (the schema check saw to its type)
+            try:
+                real: str | None = resolve_path(value, self._path_base)
+            except ValueError:
+                real = None
+            named.setdefault(access, {})[argument] = real
+        return named
 
     def filesystem_allows(
-        self, envelope: Mapping[str, Any] | None, touched: Mapping[str, Any]
+        self, envelope: Mapping[str, Any] | None, named: Mapping[str, Mapping[str, str | None]]
     ) -> tuple[bool, str, str | None]:
-        """Whether a call's files lie inside the envelope's directories.
+        """Whether the files a call names (:meth:`files_named`) lie inside the envelope.
 
-        ``touched`` is a RouteInput's ``privilege_context``: ``filesystem_reads`` and
-        ``filesystem_writes``, each mapping an argument to its :func:`filesystem_form`
-        (None when it could not be resolved). A write needs a ``filesystem_writes``
-        directory; a read either kind. Returns ``(ok, reason, argument)``; the directories
-        are resolved now, so a symlinked one is followed where it points today.
+        A write needs a ``filesystem_writes`` directory; a read either kind. The
+        directories are resolved now, so a symlinked one counts where it points today,
+        and one that cannot be resolved confines nothing. ``(ok, reason, argument)``.
         """
-        if self._hall_dir is None:
-            return False, "filesystem_base_unset", None
         if envelope is None:
             return False, "no_privilege_envelope_declared", None
         try:
             parsed = PrivilegeEnvelope.model_validate(dict(envelope))
         except (ValidationError, TypeError, ValueError):
             return False, "privilege_envelope_invalid", None
-        hall = self._hall_dir
-
-        def forms(directories: tuple[str, ...]) -> list[str]:
-            return [filesystem_form(d, base=hall, hall=hall) for d in directories]
-
-        writable = forms(parsed.filesystem_writes)
-        readable = forms(parsed.filesystem_reads) + writable
-        for key, arguments in touched.items():
-            if key not in _TOUCHES or not isinstance(arguments, Mapping):
-                return False, f"privilege_context_unknown:{key}", None
-            directories = writable if _TOUCHES[key] == "write" else readable
-            for argument, path in arguments.items():
-                if not isinstance(path, str):
-                    return False, "path_unresolvable", str(argument)
+        if self._hall_dir is None:
+            return False, "filesystem_base_unset", None
+        writable = self._directories(parsed.filesystem_writes)
+        readable = self._directories(parsed.filesystem_reads) + writable
+        for access, arguments in sorted(named.items()):
+            directories = writable if access == "write" else readable
+            for argument, path in sorted(arguments.items()):
+                if path is None:
+                    return False, "path_unresolvable", argument
                 if not any(_inside(path, d) for d in directories):
-                    return False, f"{_TOUCHES[key]}_outside_envelope", str(argument)
+                    return False, f"{access}_outside_envelope", argument
         return True, "privilege_envelope_ok", None
+
+    def _directories(self, entries: tuple[str, ...]) -> list[str]:
+        assert self._hall_dir is not None
+        found = []
+        for entry in entries:
+            try:
+                found.append(os.path.realpath(os.path.join(self._hall_dir, entry), strict=True))
+            except OSError:
+                continue  # missing or a loop: confines nothing
+        return found
 
     # -- attestation -----------------------------------------------------------------
     def set_attestation(

@@ -111,6 +111,7 @@ class _Call:
     attestation_checked = False
     attestation_valid: bool | None = None
     supervisor_level: str | None = None
+    hold: _Deny | None = None  # a hold, raised once the later stages pass
     chain_blast = 0
     human_approved = False
     human_if = False  # a condition of the rule's escalation.human_required_if holds
@@ -322,9 +323,17 @@ def _check_controls(call: _Call) -> None:
         )
 
 
-def _hold(call: _Call, code: str, message: str, **details: Any) -> _Deny:
-    call.supervisor_level = call.escalation.supervisor_level or "gatekeeper"
-    return _Deny(code, message, held=True, **details)
+def _hold(call: _Call, code: str, message: str, **details: Any) -> None:
+    """Hold the call for a person, once every later stage has passed (``_check_hold``):
+    a call that is denied anyway is denied, not put to an operator to approve in vain."""
+    if call.hold is None:
+        call.hold = _Deny(code, message, held=True, **details)
+
+
+def _check_hold(call: _Call) -> None:
+    if call.hold is not None:
+        call.supervisor_level = call.escalation.supervisor_level or "gatekeeper"
+        raise call.hold
 
 
 def _check_blast(call: _Call) -> None:
@@ -355,7 +364,7 @@ def _check_blast(call: _Call) -> None:
     ) or (ceiling is not None and score > ceiling)
     call.blast_passed = not over or call.human_approved
     if over and not call.human_approved:
-        raise _hold(
+        _hold(
             call,
             "DENY_REQUIRES_HUMAN",
             "Blast radius is too high for autonomous execution; a person must approve.",
@@ -422,7 +431,7 @@ def _check_policy(call: _Call, gate: Any) -> None:
                 policy_version=call.policy_version,
             )
         if verdict == "REQUIRE_HUMAN" and not call.human_approved:
-            raise _hold(
+            _hold(
                 call,
                 "DENY_REQUIRES_HUMAN_APPROVAL",
                 f"Policy requires a person to approve this call: {call.gate_reason}.",
@@ -432,7 +441,7 @@ def _check_policy(call: _Call, gate: Any) -> None:
     escalation = call.escalation
     if (escalation.human_required_default or call.human_if) and not call.human_approved:
         why = "human_required_default" if escalation.human_required_default else "human_required_if"
-        raise _hold(
+        _hold(
             call,
             "DENY_REQUIRES_HUMAN_APPROVAL",
             "The matched rule requires a person to approve this call.",
@@ -501,26 +510,28 @@ def _check_attestation(call: _Call, view: _View, registered_fn: Any, current_fn:
 
 
 def _check_privilege(call: _Call, view: _View, get_envelope: Any, allows: Any) -> None:
-    # A call that names files (the hall fills privilege_context from the tool's path
-    # arguments) is always held to the envelope: confinement is not left to a floor.
-    touched = call.inp.privilege_context
+    registry = view.registry
+    worker = call.selected if isinstance(call.selected, WorkerRecord) else None
+    # A tool that names files (path_arguments) is always held to its envelope:
+    # confinement is not left to a floor or a rule.
+    names_files = (
+        worker is not None and worker.tool is not None and bool(worker.tool.path_arguments)
+    )
     if not (
-        PRIVILEGE_CONTROL in call.required or call.config.enforce_privilege_envelopes or touched
+        PRIVILEGE_CONTROL in call.required or call.config.enforce_privilege_envelopes or names_files
     ):
         return
-    registry = view.registry
     if get_envelope is None and registry is not None:
-        worker = call.selected
 
         def get_envelope(_species: str) -> Any:
-            if isinstance(worker, WorkerRecord):
+            if worker is not None:
                 envelope = worker.privilege_envelope
                 return envelope.model_dump() if envelope is not None else None
             return registry.get_privilege_envelope(_species)
 
     if allows is None and registry is not None:
         allows = registry.policy_allows_privilege
-    if get_envelope is None or allows is None or (touched and registry is None):
+    if get_envelope is None or allows is None:
         raise _Deny(
             "DENY_PRIVILEGE_ENVELOPE_UNCONFIGURED",
             "A privilege envelope check is required but not configured.",
@@ -529,9 +540,12 @@ def _check_privilege(call: _Call, view: _View, get_envelope: Any, allows: Any) -
     try:
         envelope = get_envelope(call.species)
         ok, reason = allows(call.inp.env, call.inp.data_label, envelope)
-        if ok and touched:
-            assert registry is not None
-            ok, reason, argument = registry.filesystem_allows(envelope, touched)
+        if ok and names_files:
+            assert registry is not None and worker is not None  # a WorkerRecord came from it
+            # Resolving the paths is I/O, reached through the registry like a worker's
+            # current hash; the resolved paths stay out of the decision and its messages.
+            named = registry.files_named(worker, call.inp.request)
+            ok, reason, argument = registry.filesystem_allows(envelope, named)
     except Exception:
         report_failure("privilege check")
         raise _Deny(
@@ -541,7 +555,6 @@ def _check_privilege(call: _Call, view: _View, get_envelope: Any, allows: Any) -
     if ok:
         return
     if argument is not None:
-        # Never the resolved path: it would map the host's filesystem for the caller.
         access = {"read_outside_envelope": "read", "write_outside_envelope": "write"}
         message = (
             f"The argument {argument!r} names a file outside the directories the "
@@ -862,6 +875,7 @@ def make_decision(
             _check_privilege(
                 call, view, registry_get_privilege_envelope, registry_policy_allows_privilege
             )
+            _check_hold(call)
         except _Deny as denial:
             return _deny(call, denial)
         decision = _allow(call)

@@ -125,6 +125,17 @@ def test_route_allowed_and_denied(hall: Path) -> None:
     assert data["matched_rule_id"] == "NO_MATCH"
 
 
+def test_route_checks_the_selected_workers_files(hall: Path) -> None:
+    def route(path: str) -> dict:
+        request = json.dumps({"path": path})
+        args = ("route", "--hall", str(hall), "--capability", "cap.fs.read", "--json")
+        return as_json(pyhall(*args, "--request", request))
+
+    assert route("README.txt")["privilege_envelope_ok"] is True
+    outside = route("../hall.yaml")
+    assert outside["deny_reason_if_denied"]["code"] == "DENY_PRIVILEGE_ENVELOPE_VIOLATED"
+
+
 def test_route_human_output_and_usage_error(hall: Path) -> None:
     result = pyhall("route", "--hall", str(hall), "--capability", "cap.hello.greet")
     assert result.stdout.startswith("ALLOWED -> org.demo.greeter")

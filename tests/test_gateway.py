@@ -673,7 +673,18 @@ async def test_demo_hall(demo_hall: Path, client_mode: str) -> None:
         # The reader's privilege envelope confines it, symlinks resolved: the worker never runs.
         (demo_hall / "workspace" / "notes" / "out.txt").symlink_to(demo_hall / "hall.yaml")
         (demo_hall / "workspace" / "notes" / "in.txt").symlink_to("meeting.txt")
-        for path in ("/etc/passwd", "../hall.yaml", "workspace/../../hall.yaml", "notes/out.txt"):
+        # A loop outside, then a way back in through a link that leads out again: a path
+        # resolver that stops at the loop would leave `away` unfollowed.
+        (demo_hall / "loop").symlink_to("loop")
+        (demo_hall / "workspace" / "away").symlink_to(demo_hall / "rules")
+        looped = f"{demo_hall}/loop/../workspace/away/demo.yaml"
+        for path in (
+            "/etc/passwd",
+            "../hall.yaml",
+            "notes/../../hall.yaml",
+            "notes/out.txt",
+            "away/demo.yaml",
+        ):
             denied = _check_denial(
                 await s.call("read_file", {"path": path}), "DENY_PRIVILEGE_ENVELOPE_VIOLATED"
             )
@@ -681,14 +692,21 @@ async def test_demo_hall(demo_hall: Path, client_mode: str) -> None:
                 "The argument 'path' names a file outside the directories the worker's "
                 "privilege envelope lets it read."
             )
-        unresolvable = await s.call("read_file", {"path": "notes/a\x00b"})
-        denied = _check_denial(unresolvable, "DENY_PRIVILEGE_ENVELOPE_VIOLATED")
-        assert denied["deny_message"] == "The argument 'path' is not a path the hall can resolve."
+        # As the kernel sees it: `workspace/..` is not there to step back out of.
+        for path in ("notes/a\x00b", looped, "workspace/../../hall.yaml"):
+            unresolvable = await s.call("read_file", {"path": path})
+            denied = _check_denial(unresolvable, "DENY_PRIVILEGE_ENVELOPE_VIOLATED")
+            assert denied["deny_message"] == (
+                "The argument 'path' is not a path the hall can resolve."
+            )
         inside = await s.call("read_file", {"path": "notes/in.txt"})
         assert inside.structured_content["path"] == "notes/meeting.txt"
         assert _governance(inside)["privilege_envelope_ok"] is True
-        # The deleter's policy confines it first (`under: workspace`).
+        # The deleter's policy confines it first (`under: workspace`); a path the policy
+        # reads as inside but that leads out is denied, not held for a person in vain.
         _check_denial(await s.call("delete_file", {"path": "../hall.yaml"}), "DENY_POLICY_GATE")
+        leads_out = await s.call("delete_file", {"path": "notes/out.txt"})
+        assert not _check_denial(leads_out, "DENY_PRIVILEGE_ENVELOPE_VIOLATED").get("held")
         target = demo_hall / "workspace" / "scratch" / "held.txt"
         target.write_text("keep me\n")
         held = await s.call("delete_file", {"path": str(target)})

@@ -16,7 +16,7 @@ from pyhall_mcp.registry import (
     Registry,
     WorkerRecord,
     check_identifier,
-    filesystem_form,
+    resolve_path,
     worker_blast_score,
 )
 
@@ -479,22 +479,25 @@ def test_a_write_directory_also_serves_reads() -> None:
     assert record.tool is not None and record.tool.path_arguments == {"path": "read"}
 
 
-def test_filesystem_form_is_relative_inside_the_hall_and_follows_symlinks(tmp_path: Path) -> None:
-    hall = tmp_path / "hall"
-    (hall / "workspace").mkdir(parents=True)
+def test_resolve_path_follows_every_symlink_strictly(tmp_path: Path) -> None:
+    ws = tmp_path / "workspace"
+    (ws / "notes").mkdir(parents=True)
     (tmp_path / "elsewhere").mkdir()
-    (hall / "workspace" / "out").symlink_to(tmp_path / "elsewhere")
-    (hall / "workspace" / "in").symlink_to("../workspace")
-    base, real = str(hall / "workspace"), str(hall.resolve())
-    assert filesystem_form("a/../b.txt", base=base, hall=real) == "workspace/b.txt"
-    assert filesystem_form("in/c", base=base, hall=real) == "workspace/c"
-    assert filesystem_form("out/c", base=base, hall=real) == str(
-        (tmp_path / "elsewhere" / "c").resolve()
-    )
-    assert filesystem_form("../hall.yaml", base=base, hall=real) == "hall.yaml"
-    assert filesystem_form("/etc/passwd", base=base, hall=real) == "/etc/passwd"
-    with pytest.raises(ValueError):
-        filesystem_form("a\x00b", base=base, hall=real)
+    (ws / "out").symlink_to(tmp_path / "elsewhere")
+    (ws / "in").symlink_to("notes")
+    (tmp_path / "loop").symlink_to("loop")
+    (ws / "dangling").symlink_to(tmp_path / "gone")
+    real = tmp_path.resolve()
+    base = str(ws)
+    assert resolve_path("in/../notes/a.txt", base) == str(real / "workspace" / "notes" / "a.txt")
+    assert resolve_path("out/c", base) == str(real / "elsewhere" / "c")  # c need not exist
+    assert resolve_path(str(ws / "notes"), base) == str(real / "workspace" / "notes")
+    # A loop is an error, not a place where resolving quietly stops (os.path.realpath's
+    # default would then join "../workspace/out/c" as text, leaving `out` unfollowed).
+    assert resolve_path("notes/..", base) == str(real / "workspace")
+    for bad in ("a\x00b", "nope/x", "nope/..", "dangling", "../loop/../workspace/out/c"):
+        with pytest.raises(ValueError):
+            resolve_path(bad, base)
 
 
 def test_envelope_directories_resolve_against_the_hall_when_checked(tmp_path: Path) -> None:
@@ -502,17 +505,23 @@ def test_envelope_directories_resolve_against_the_hall_when_checked(tmp_path: Pa
     hall.mkdir()
     (tmp_path / "data").mkdir()
     (hall / "workspace").symlink_to(tmp_path / "data")  # the workspace lives elsewhere
+    (hall / "hall.yaml").write_text("x")
     registry = Registry()
-    registry.set_hall_dir(hall)
+    registry.set_hall_dir(hall, hall / "workspace")
+    record = registry.enroll(_reader({"filesystem_reads": ["workspace/"]}))
+    named = registry.files_named(record, {"path": "a", "n": 1})
+    assert named == {"read": {"path": str((tmp_path / "data" / "a").resolve())}}
     envelope = {"filesystem_reads": ["workspace/"]}
-    inside = filesystem_form("workspace/a", base=str(hall), hall=str(hall.resolve()))
-    assert inside == str((tmp_path / "data" / "a").resolve())
-    assert registry.filesystem_allows(envelope, {"filesystem_reads": {"p": inside}})[0] is True
-    assert registry.filesystem_allows(envelope, {"filesystem_reads": {"p": "hall.yaml"}}) == (
+    assert registry.filesystem_allows(envelope, named)[0] is True
+    # `..` leaves the workspace's real directory, as the kernel would: data/.. is tmp_path.
+    outside = registry.files_named(record, {"path": "../hall/hall.yaml"})
+    assert outside == {"read": {"path": str((hall / "hall.yaml").resolve())}}
+    assert registry.filesystem_allows(envelope, outside) == (
         False,
         "read_outside_envelope",
-        "p",
+        "path",
     )
+    assert registry.files_named(record, {}) == {}
 
 
 # -- attestation (reference API) ---------------------------------------------------------------

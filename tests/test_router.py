@@ -35,6 +35,7 @@ from pyhall_mcp.rules import Rule, load_rules_from_dict
 from pyhall_mcp.signing import SigningKey
 
 GOLDEN = Path(__file__).parent / "golden" / "decisions.json"
+FILES_HALL = Path(__file__).parent / "fixtures" / "halls" / "files"
 # Read at import: conftest clears PYHALL_* variables before each test runs.
 UPDATE_GOLDENS = os.environ.get("PYHALL_UPDATE_GOLDENS") == "1"
 NOW = datetime(2026, 3, 4, 5, 6, 7, tzinfo=UTC)
@@ -113,13 +114,15 @@ class Scenario:
     construct: bool = False
     #: True: call with the reference's callables (pooled controls), no ``registry=``.
     reference: bool = False
-    #: Where relative envelope directories resolve (need not exist); None: unset.
-    hall_dir: str | None = "/golden-hall"
+    #: Where relative envelope directories (the hall) and path arguments (the workspace)
+    #: resolve; None: unset.
+    hall_dir: str | None = str(FILES_HALL)
+    workspace: str | None = str(FILES_HALL / "workspace")
 
     def registry(self) -> Registry:
         registry = Registry()
         if self.hall_dir is not None:
-            registry.set_hall_dir(self.hall_dir)
+            registry.set_hall_dir(self.hall_dir, self.workspace)
         for record in self.records:
             registry.enroll(record)
             if self.registered_hash is not None:
@@ -962,117 +965,144 @@ def test_allowlisted_egress_and_lower_labels_pass() -> None:
     _allowed(s.run())
 
 
-def _touching(envelope: dict[str, Any], **touched: dict[str, str | None]) -> Scenario:
-    """A call naming files (as the hall fills privilege_context), no privilege floor or rule."""
-    s = Scenario(records=[_record(privilege_envelope=envelope)])
-    s.inp["privilege_context"] = touched
-    return s
-
-
 _WORKSPACE = {"filesystem_reads": ["workspace/"], "filesystem_writes": ["workspace/out"]}
 
 
+def _touching(envelope: dict[str, Any], request: dict[str, Any], **paths: str) -> Scenario:
+    """A call to a tool whose ``path`` (and ``target``) name files; no privilege floor or rule.
+    The hall is ``tests/fixtures/halls/files``: workspace/a.txt, workspace/out/b.txt."""
+    tool = {
+        "name": "files",
+        "description": "Reads and writes files.",
+        "input_schema": {
+            "type": "object",
+            "properties": {"path": {"type": "string"}, "target": {"type": "string"}},
+        },
+        "path_arguments": paths or {"path": "read"},
+    }
+    s = Scenario(records=[_record(privilege_envelope=envelope, tool=tool)])
+    s.inp["request"] = request
+    return s
+
+
 @pytest.mark.parametrize(
-    "touched",
+    ("request_", "paths"),
     [
-        {"filesystem_reads": {"path": "workspace/notes/a.txt"}},
-        {"filesystem_reads": {"path": "workspace"}},
-        {"filesystem_reads": {"path": "workspace/out/b"}},  # a write directory may be read
-        {"filesystem_writes": {"target": "workspace/out/b"}, "filesystem_reads": {}},
+        ({"path": "a.txt"}, {}),
+        ({"path": "."}, {}),  # the workspace itself
+        ({"path": "out/../a.txt"}, {}),
+        ({"path": str(FILES_HALL / "workspace" / "a.txt")}, {}),
+        ({"path": "out/b.txt"}, {}),  # a write directory may be read
+        ({"target": "out/new.txt"}, {"target": "write"}),  # not there yet: its directory is
+        ({}, {}),  # names no file
     ],
-    ids=["read", "the-directory", "read-in-write-dir", "write"],
+    ids=[
+        "read",
+        "the-directory",
+        "dotdot-inside",
+        "absolute",
+        "read-in-write-dir",
+        "write",
+        "none",
+    ],
 )
-def test_files_inside_the_envelope_pass_without_any_floor(touched: dict) -> None:
-    decision = _touching(_WORKSPACE, **touched).run()
+def test_files_inside_the_envelope_pass_without_any_floor(
+    request_: dict[str, Any], paths: dict[str, str]
+) -> None:
+    decision = _touching(_WORKSPACE, request_, **paths).run()
     assert _allowed(decision).privilege_envelope_ok is True
     assert "evt.gov.privilege_envelope.checked" in [
         e["event_id"] for e in decision.telemetry_envelopes
     ]
 
 
+_OUTSIDE = (
+    "The argument 'path' names a file outside the directories the worker's privilege "
+    "envelope lets it {}."
+)
+_UNRESOLVABLE = "The argument 'path' is not a path the hall can resolve."
+
+
 @pytest.mark.parametrize(
-    ("touched", "why", "message"),
+    ("request_", "paths", "why", "message"),
     [
-        (
-            {"filesystem_reads": {"path": "hall.yaml"}},
-            "read_outside_envelope",
-            "The argument 'path' names a file outside the directories the worker's privilege "
-            "envelope lets it read.",
-        ),
-        (
-            {"filesystem_reads": {"path": "workspace-secrets/key.pem"}},
-            "read_outside_envelope",
-            None,
-        ),
-        ({"filesystem_reads": {"path": "/etc/passwd"}}, "read_outside_envelope", None),
-        (
-            {"filesystem_writes": {"path": "workspace/notes/a.txt"}},
-            "write_outside_envelope",
-            "The argument 'path' names a file outside the directories the worker's privilege "
-            "envelope lets it write.",
-        ),
-        (
-            {"filesystem_reads": {"path": None}},
-            "path_unresolvable",
-            "The argument 'path' is not a path the hall can resolve.",
-        ),
+        ({"path": "../hall.yaml"}, {}, "read_outside_envelope", _OUTSIDE.format("read")),
+        ({"path": "../workspace-secrets/key.pem"}, {}, "path_unresolvable", _UNRESOLVABLE),
+        ({"path": "/etc/passwd"}, {}, "read_outside_envelope", None),
+        ({"path": "a.txt"}, {"path": "write"}, "write_outside_envelope", _OUTSIDE.format("write")),
+        ({"path": "a\x00b"}, {}, "path_unresolvable", _UNRESOLVABLE),
+        ({"path": "nowhere/a.txt"}, {}, "path_unresolvable", _UNRESOLVABLE),
+        ({"path": "a.txt/x"}, {}, "path_unresolvable", _UNRESOLVABLE),
     ],
-    ids=["outside", "sibling-prefix", "absolute", "write-in-read-dir", "unresolvable"],
+    ids=["outside", "missing-sibling", "absolute", "write", "nul", "missing-dir", "not-a-dir"],
 )
 def test_files_outside_the_envelope_are_denied(
-    touched: dict, why: str, message: str | None
+    request_: dict[str, Any], paths: dict[str, str], why: str, message: str | None
 ) -> None:
-    decision = _touching(_WORKSPACE, **touched).run()
+    decision = _touching(_WORKSPACE, request_, **paths).run()
     reason = _denied(decision, "DENY_PRIVILEGE_ENVELOPE_VIOLATED")
     assert reason["reason"] == why and reason["argument"] == "path"
     assert decision.privilege_envelope_ok is False
     if message is not None:
         assert reason["message"] == message
-    assert "/etc" not in reason["message"] and "key.pem" not in reason["message"]
-
-
-def test_absolute_envelope_directories_compare_as_absolute_paths() -> None:
-    envelope = {"filesystem_reads": ["/srv/data/"]}
-    _allowed(_touching(envelope, filesystem_reads={"p": "/srv/data/x"}).run())
-    denied = _touching(envelope, filesystem_reads={"p": "/srv/database"}).run()
-    _denied(denied, "DENY_PRIVILEGE_ENVELOPE_VIOLATED")
-    # A relative form is inside the hall, never inside an absolute directory elsewhere.
-    _denied(
-        _touching(envelope, filesystem_reads={"p": "srv/data/x"}).run(),
-        "DENY_PRIVILEGE_ENVELOPE_VIOLATED",
-    )
+    # Nothing resolved reaches the decision: not its record, not its input's hash.
+    assert str(FILES_HALL) not in decision.model_dump_json()
+    assert decision.artifact_hash == _touching(_WORKSPACE, request_, **paths).run().artifact_hash
 
 
 @pytest.mark.parametrize(
-    ("edit", "code", "why"),
-    [
-        (
-            lambda s: s.inp.update(privilege_context={"network": {"h": "x"}}),
-            "DENY_PRIVILEGE_ENVELOPE_VIOLATED",
-            "privilege_context_unknown:network",
-        ),
-        (
-            lambda s: setattr(s, "hall_dir", None),
-            "DENY_PRIVILEGE_ENVELOPE_VIOLATED",
-            "filesystem_base_unset",
-        ),
-        (
-            lambda s: s.records[0].update(privilege_envelope=None),
-            "DENY_PRIVILEGE_ENVELOPE_VIOLATED",
-            "no_privilege_envelope_declared",
-        ),
-        (lambda s: setattr(s, "reference", True), "DENY_PRIVILEGE_ENVELOPE_UNCONFIGURED", None),
-    ],
-    ids=["unknown-key", "no-hall-dir", "no-envelope", "no-registry"],
+    "directories",
+    [[str(FILES_HALL / "workspace")], [str(FILES_HALL)], ["/"], [".."], ["."]],
+    ids=["absolute", "absolute-hall", "root", "above-the-hall", "the-hall"],
 )
-def test_a_call_naming_files_fails_closed(
-    edit: Callable[[Scenario], None], code: str, why: str | None
-) -> None:
-    s = _touching(_WORKSPACE, filesystem_reads={"path": "workspace/a"})
-    edit(s)
-    reason = _denied(s.run(), code)
-    if why is not None:
-        assert reason["reason"] == why
+def test_envelope_directories_may_be_absolute_or_contain_the_hall(directories: list[str]) -> None:
+    _allowed(_touching({"filesystem_reads": directories}, {"path": "a.txt"}).run())
+
+
+def test_envelope_directories_that_do_not_resolve_confine_nothing() -> None:
+    envelope = {"filesystem_reads": ["nowhere/", "workspace/a.txt/x"]}
+    _denied(_touching(envelope, {"path": "a.txt"}).run(), "DENY_PRIVILEGE_ENVELOPE_VIOLATED")
+
+
+def test_a_sibling_that_shares_a_prefix_is_outside(tmp_path: Path) -> None:
+    (tmp_path / "workspace").mkdir()
+    (tmp_path / "workspace-secrets").mkdir()
+    (tmp_path / "workspace-secrets" / "key.pem").write_text("k")
+    s = _touching(_WORKSPACE, {"path": "../workspace-secrets/key.pem"})
+    s.hall_dir, s.workspace = str(tmp_path), str(tmp_path / "workspace")
+    reason = _denied(s.run(), "DENY_PRIVILEGE_ENVELOPE_VIOLATED")
+    assert reason["reason"] == "read_outside_envelope"
+
+
+def test_a_call_naming_files_without_a_hall_directory_fails_closed() -> None:
+    s = _touching(_WORKSPACE, {"path": "a.txt"})
+    s.hall_dir = None
+    _denied(s.run(), "DENY_INTERNAL_ERROR")
+
+
+# -- holds come last: a call some later stage denies is denied, not put to a person ----------
+
+
+def test_a_hold_waits_for_the_later_stages() -> None:
+    held = _touching(_WORKSPACE, {"path": "a.txt"}, path="write")
+    held.records[0]["privilege_envelope"] = {"filesystem_writes": ["workspace/"]}
+    held.config = {"enforce_policy_gate": True}
+    held.verdict = ("REQUIRE_HUMAN", "v2", "a person decides")
+    _held(held.run(), "DENY_REQUIRES_HUMAN_APPROVAL")
+    outside = _touching(_WORKSPACE, {"path": "../hall.yaml"}, path="write")
+    outside.config = {"enforce_policy_gate": True}
+    outside.verdict = ("REQUIRE_HUMAN", "v2", "a person decides")
+    decision = outside.run()
+    _denied(decision, "DENY_PRIVILEGE_ENVELOPE_VIOLATED")
+    assert decision.pending_approval_id is None and decision.supervisor_required is False
+
+
+def test_a_blast_hold_yields_to_a_policy_denial() -> None:
+    s = _high_blast(_gated())
+    s.verdict = ("DENY", "v1", "never")
+    _denied(s.run(), "DENY_POLICY_GATE")
+    s.verdict = ("ALLOW", "v1", "fine")
+    _held(s.run(), "DENY_REQUIRES_HUMAN")
 
 
 def test_deny_internal_error_when_the_privilege_check_raises() -> None:
@@ -1182,6 +1212,7 @@ STAGES: list[tuple[str, Callable[[Scenario], None]]] = [
 # Candidates are judged one at a time: a worker that cannot run here at all (not allowed
 # in this env) is no candidate, so its missing controls are not the reason.
 _NOT_INDEPENDENT = {("DENY_MISSING_REQUIRED_CONTROLS", "DENY_NO_AVAILABLE_WORKER")}
+_HOLDS = {"DENY_REQUIRES_HUMAN", "DENY_REQUIRES_HUMAN_APPROVAL"}
 
 
 @pytest.mark.parametrize(("code", "stage"), STAGES, ids=[c for c, _ in STAGES])
@@ -1202,11 +1233,12 @@ ORDERED_PAIRS = [
 @pytest.mark.parametrize(
     ("earlier", "later"), ORDERED_PAIRS, ids=[f"{a[0]}>{b[0]}" for a, b in ORDERED_PAIRS]
 )
-def test_the_earlier_stage_wins(earlier: tuple, later: tuple) -> None:
+def test_the_earlier_stage_wins_and_a_hold_waits(earlier: tuple, later: tuple) -> None:
     s = _full()
     later[1](s)
     earlier[1](s)
-    _denied(s.run(), earlier[0])
+    # A hold waits for the later stages: a call they deny is denied, not put to a person.
+    _denied(s.run(), later[0] if earlier[0] in _HOLDS else earlier[0])
 
 
 def test_blank_tenant_beats_invalid_input_and_no_match() -> None:
@@ -1217,6 +1249,19 @@ def test_blank_tenant_beats_invalid_input_and_no_match() -> None:
 
 def test_gate_is_not_called_when_an_earlier_stage_denies() -> None:
     calls: list[Any] = []
+    s = _gated()
+    s.inp["tenant_id"] = "mallory"
+    s.config = {"require_signatory": True, "allowed_tenants": ["acme"]}
+    decision = make_decision(
+        RouteInput(**s.inp),
+        load_rules_from_dict({"rules": s.rules}),
+        registry=s.registry(),
+        hall_config=HallConfig(**s.config),
+        policy_gate_eval=lambda ctx: calls.append(ctx) or ("ALLOW", "v", "r"),
+    )
+    _denied(decision, "DENY_UNKNOWN_TENANT")
+    assert calls == []
+    # A blast hold is not a denial yet: the gate still has its say.
     s = _high_blast(_gated())
     decision = make_decision(
         RouteInput(**s.inp),
@@ -1224,8 +1269,8 @@ def test_gate_is_not_called_when_an_earlier_stage_denies() -> None:
         registry=s.registry(),
         policy_gate_eval=lambda ctx: calls.append(ctx) or ("ALLOW", "v", "r"),
     )
-    _denied(decision, "DENY_REQUIRES_HUMAN")
-    assert calls == []
+    _held(decision, "DENY_REQUIRES_HUMAN")
+    assert len(calls) == 1
 
 
 # -- dry run, artifact hash, determinism --------------------------------------------------------
@@ -1341,14 +1386,8 @@ def _golden_cases() -> dict[str, Scenario]:
         Scenario(reference=True, config={"enforce_privilege_envelopes": True}),
     )
     add("deny-privilege-secrets", _privileged(privilege_envelope={"secrets_access": ["k"]}))
-    add(
-        "allow-privilege-files",
-        _touching(_WORKSPACE, filesystem_reads={"path": "workspace/a.txt"}),
-    )
-    add(
-        "deny-privilege-file-outside",
-        _touching(_WORKSPACE, filesystem_writes={"path": "workspace/a.txt"}),
-    )
+    add("allow-privilege-files", _touching(_WORKSPACE, {"path": "a.txt"}))
+    add("deny-privilege-file-outside", _touching(_WORKSPACE, {"path": "a.txt"}, path="write"))
     return cases
 
 

@@ -244,7 +244,8 @@ def probe(hall: Any) -> list[Check]:
     def blast() -> tuple[bool, str]:
         if not config.enforce_blast_scoring_in_prod:
             return False, "floor enforce_blast_scoring_in_prod is off"
-        d = _probe_decision(hall, env="prod", blast_score=95)
+        # Attested, so that the hold (which waits for the later stages) is the answer.
+        d = _probe_decision(hall, env="prod", blast_score=95, attested=(digest_a, digest_a))
         return (
             d.deny_code == "DENY_REQUIRES_HUMAN" and d.supervisor_required,
             f"a prod call with blast score 95 gives {d.deny_code or 'an ALLOW'}",

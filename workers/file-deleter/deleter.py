@@ -24,9 +24,16 @@ def run(arguments: dict[str, Any], context: Any) -> dict[str, str]:
         raise WorkerError("path must be a non-empty string")
     if "\0" in path:
         raise WorkerError("path must not contain NUL")
-    root = os.path.realpath(workspace)
-    head, name = os.path.split(os.path.join(root, path))
-    parent = os.path.realpath(head)
+    try:
+        # strict: the default stops resolving at a symlink loop and leaves later
+        # symlinks in the path unfollowed
+        root = os.path.realpath(workspace, strict=True)
+        head, name = os.path.split(os.path.join(root, path))
+        parent = os.path.realpath(head, strict=True)
+    except FileNotFoundError:
+        raise WorkerError("no such file in the workspace") from None
+    except OSError:
+        raise WorkerError("the path cannot be resolved") from None
     if os.path.commonpath([root, parent]) != root:
         raise WorkerError("path is outside the workspace")
     if name in ("", ".", ".."):

@@ -1,8 +1,8 @@
 """File reader, a subprocess worker confined to the hall's workspace.
 
 ``{path}`` -> ``{"path": relative path, "content": text, "truncated": bool}``.
-The path is resolved (symlinks included) before it is checked, so ``..``,
-absolute paths and symlinks that lead outside the workspace are refused.
+The path is resolved strictly (every symlink, no loops) before it is checked, so
+``..``, absolute paths and symlinks that lead outside the workspace are refused.
 Protocol: one JSON document on stdin, one ``{"result"}``/``{"error"}`` line out.
 """
 
@@ -30,8 +30,15 @@ def confine(workspace: str | None, path: Any) -> tuple[str, str]:
         raise Refused("path must be a non-empty string")
     if "\0" in path:
         raise Refused("path must not contain NUL")
-    root = os.path.realpath(workspace)
-    target = os.path.realpath(os.path.join(root, path))
+    try:
+        # strict: the default stops resolving at a symlink loop and leaves later
+        # symlinks in the path unfollowed
+        root = os.path.realpath(workspace, strict=True)
+        target = os.path.realpath(os.path.join(root, path), strict=True)
+    except FileNotFoundError:
+        raise Refused("no such file in the workspace") from None
+    except OSError:
+        raise Refused("the path cannot be resolved") from None
     if os.path.commonpath([root, target]) != root:
         raise Refused("path is outside the workspace")
     return root, target
