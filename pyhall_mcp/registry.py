@@ -177,7 +177,7 @@ class PrivilegeEnvelope(BaseModel):
 
     @field_validator("filesystem_reads", "filesystem_writes")
     @classmethod
-    def _directories(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+    def _non_empty_paths(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         for entry in value:
             if not entry or "\x00" in entry:
                 raise ValueError("directories must be non-empty paths without NUL bytes")
