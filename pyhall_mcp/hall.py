@@ -326,7 +326,9 @@ def readiness_problems(
 
 def workspace_dir(layout: HallLayout, settings: HallSettings) -> Path | None:
     """The directory file workers are confined to; relative path arguments resolve here."""
-    return (layout.root / settings.workspace).resolve() if settings.workspace else None
+    # Not resolved here: the gateway and the workers resolve paths through it at each
+    # call, so a symlinked workspace counts where it points now, for both alike.
+    return layout.root / settings.workspace if settings.workspace else None
 
 
 def rule_files(layout: HallLayout, entries: list[str]) -> list[Path]:

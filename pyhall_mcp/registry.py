@@ -284,25 +284,31 @@ def resolve_path(path: str, base: str) -> str:
     Strict, unlike ``os.path.realpath``'s default, which stops at a symlink loop and
     joins the rest of the path as text (so a later symlink would go unfollowed). A
     file that does not exist yet resolves through its real parent directory.
-    ValueError when the path cannot be resolved: a NUL byte, a loop, a missing
-    directory, a dangling symlink, a component that is not a directory.
+    ValueError when the path cannot be resolved: a NUL byte, over ``_PATH_MAX``
+    characters, a loop, a missing directory, a dangling symlink; TypeError for a
+    value that is not a string.
     """
     if "\x00" in path:
         raise ValueError("the path contains a NUL byte")
+    if len(path) > _PATH_MAX:  # no open() takes it, and resolving is quadratic in its parts
+        raise ValueError("the path is longer than any the system opens")
     joined = os.path.join(base, path)
     try:
         return os.path.realpath(joined, strict=True)
     except FileNotFoundError:
         pass
-    except OSError:
+    except (OSError, RecursionError):  # RecursionError: a chain of ~1,000 symlinks
         raise ValueError("the path cannot be resolved") from None
     parent, name = os.path.split(joined)
     if name in ("", os.curdir, os.pardir) or os.path.lexists(joined):  # lexists: dangling
         raise ValueError("the path cannot be resolved")
     try:
         return os.path.join(os.path.realpath(parent, strict=True), name)
-    except OSError:
+    except (OSError, RecursionError):
         raise ValueError("the path's directory cannot be resolved") from None
+
+
+_PATH_MAX = 4096  # Linux's PATH_MAX, in bytes; counted in characters here (fewer)
 
 
 def _inside(path: str, directory: str) -> bool:
@@ -602,12 +608,14 @@ class Registry:
         if self._path_base is None:
             raise RuntimeError("the registry has no hall directory to resolve paths against")
         for argument, access in declared.items():
-            value = request.get(argument)
-            if not isinstance(value, str):
-                continue  # absent (the schema check saw to its type)
+            if argument not in request:
+                continue
+            # Not a string: only a caller that skips the schema check (pyhall route, the
+            # library) gets here, and it is denied as unresolvable.
+            value = request[argument]
             try:
                 real: str | None = resolve_path(value, self._path_base)
-            except ValueError:
+            except (ValueError, TypeError):
                 real = None
             named.setdefault(access, {})[argument] = real
         return named
@@ -646,7 +654,7 @@ class Registry:
         for entry in entries:
             try:
                 found.append(os.path.realpath(os.path.join(self._hall_dir, entry), strict=True))
-            except OSError:
+            except (OSError, RecursionError):
                 continue  # missing or a loop: confines nothing
         return found
 

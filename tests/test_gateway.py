@@ -714,6 +714,26 @@ async def test_demo_hall(demo_hall: Path, client_mode: str) -> None:
         assert target.exists()
 
 
+async def test_a_re_pointed_workspace_counts_where_it_points_now(
+    demo_hall: Path, client_mode: str
+) -> None:
+    """The gateway and the worker resolve through the workspace at each call, alike."""
+    (demo_hall / "workspace").rename(demo_hall / "ws_a")
+    (demo_hall / "ws_b" / "notes").mkdir(parents=True)
+    (demo_hall / "ws_b" / "notes" / "x.txt").write_text("from b\n")
+    (demo_hall / "ws_a" / "notes" / "x.txt").write_text("from a\n")
+    (demo_hall / "workspace").symlink_to("ws_a")
+    async with in_process(demo_hall, client_mode) as s:
+        first = await s.call("read_file", {"path": "notes/x.txt"})
+        assert first.structured_content["content"] == "from a\n"
+        (demo_hall / "workspace").unlink()
+        (demo_hall / "workspace").symlink_to("ws_b")
+        second = await s.call("read_file", {"path": "notes/x.txt"})
+        assert second.structured_content["content"] == "from b\n"
+        stale = await s.call("read_file", {"path": str(demo_hall / "ws_a" / "notes" / "x.txt")})
+        _check_denial(stale, "DENY_PRIVILEGE_ENVELOPE_VIOLATED")
+
+
 # -- over a real pyhall-mcp subprocess ---------------------------------------------------------
 
 

@@ -498,6 +498,18 @@ def test_resolve_path_follows_every_symlink_strictly(tmp_path: Path) -> None:
     for bad in ("a\x00b", "nope/x", "nope/..", "dangling", "../loop/../workspace/out/c"):
         with pytest.raises(ValueError):
             resolve_path(bad, base)
+    # Longer than any path open() takes: refused before resolving (quadratic in its parts).
+    with pytest.raises(ValueError, match="longer"):
+        resolve_path("./" * 2049 + "notes", base)
+    assert resolve_path("./" * 2040 + "notes", base) == str(real / "workspace" / "notes")
+
+
+def test_a_deep_symlink_chain_is_unresolvable_not_a_crash(tmp_path: Path) -> None:
+    (tmp_path / "l0").mkdir()
+    for i in range(1, 1200):
+        (tmp_path / f"l{i}").symlink_to(f"l{i - 1}")
+    with pytest.raises(ValueError):
+        resolve_path("l1199/x", str(tmp_path))
 
 
 def test_envelope_directories_resolve_against_the_hall_when_checked(tmp_path: Path) -> None:

@@ -1033,8 +1033,21 @@ _UNRESOLVABLE = "The argument 'path' is not a path the hall can resolve."
         ({"path": "a\x00b"}, {}, "path_unresolvable", _UNRESOLVABLE),
         ({"path": "nowhere/a.txt"}, {}, "path_unresolvable", _UNRESOLVABLE),
         ({"path": "a.txt/x"}, {}, "path_unresolvable", _UNRESOLVABLE),
+        # Only callers that skip the schema check (pyhall route, the library) send these.
+        ({"path": ["../hall.yaml"]}, {}, "path_unresolvable", _UNRESOLVABLE),
+        ({"path": None}, {}, "path_unresolvable", _UNRESOLVABLE),
     ],
-    ids=["outside", "missing-sibling", "absolute", "write", "nul", "missing-dir", "not-a-dir"],
+    ids=[
+        "outside",
+        "missing-sibling",
+        "absolute",
+        "write",
+        "nul",
+        "missing-dir",
+        "not-a-dir",
+        "a-list",
+        "null",
+    ],
 )
 def test_files_outside_the_envelope_are_denied(
     request_: dict[str, Any], paths: dict[str, str], why: str, message: str | None
