@@ -281,6 +281,14 @@ async def test_callers_that_know_of_others_hand_the_commit_to_the_writer(
         receipts = await asyncio.gather(
             *(log.record(decision(n), on_loop=False) for n in range(12))
         )
+
+        # The writer settles a batch while it still holds the write lock; a lone call
+        # arriving then is handed over to it (correct too). Let it let go first.
+        def writer_let_go() -> None:
+            with log._write_lock:
+                pass
+
+        await asyncio.to_thread(writer_let_go)
         mixed = [await log.record(decision(20)), await log.record(decision(21), on_loop=False)]
     assert sorted(r.seq for r in receipts) == list(range(1, 13))
     assert [r.seq for r in mixed] == [13, 14]
