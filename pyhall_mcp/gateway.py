@@ -639,6 +639,20 @@ def _operator_warnings(hall: Hall) -> list[str]:
             "a tenant credential is set but floors.require_credential is false: it is "
             "never checked (set PYHALL_REQUIRE_CREDENTIAL=true to enforce it)"
         )
+    from .runners import SubprocessRunner, landlock_abi
+
+    if not landlock_abi():
+        for name, served in sorted(hall.served.items()):
+            runner = served.runner
+            if isinstance(runner, SubprocessRunner) and runner.sandbox != "none":
+                warnings.append(
+                    f"tool {name}: the kernel has no Landlock, so its worker "
+                    + (
+                        "runs unconfined (runner.sandbox: auto)"
+                        if runner.sandbox == "auto"
+                        else "cannot run: every call fails (runner.sandbox: landlock)"
+                    )
+                )
     return warnings
 
 

@@ -1003,8 +1003,19 @@ def _prepare_workers(
                     f"pyhall: worker {record.worker_id} failed attestation: "
                     f"{exc.code}: {exc.message}\n"
                 )
+        envelope = record.privilege_envelope
+        reads, writes = (
+            (envelope.filesystem_reads, envelope.filesystem_writes) if envelope else ((), ())
+        )
         try:
-            runner = build_runner(record.runner, run_from, source=source)
+            runner = build_runner(
+                record.runner,
+                run_from,
+                source=source,
+                # A sandbox's directories: joined here, resolved by the kernel at each call.
+                reads=[str(layout.root / d) for d in reads],
+                writes=[str(layout.root / d) for d in writes],
+            )
         except RegistryError as exc:
             registry.problems.append(exc)
             registry.remove(record.worker_id)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import functools
 import inspect
 import itertools
 import json
@@ -42,6 +43,7 @@ import anyio.from_thread
 import anyio.to_thread
 from anyio.abc import ByteReceiveStream, ByteSendStream, Process
 
+from pyhall_mcp import _landlock
 from pyhall_mcp.errors import RegistryError, WorkerError
 
 __all__ = [
@@ -51,11 +53,13 @@ __all__ = [
     "ProgressFn",
     "PythonRunner",
     "Runner",
+    "Sandbox",
     "SubprocessRunner",
     "WorkerContext",
     "WorkerResult",
     "WorkerStatus",
     "build_runner",
+    "landlock_abi",
 ]
 
 _log = logging.getLogger(__name__)
@@ -76,6 +80,10 @@ _PYTHON = "{python}"
 _module_ids = itertools.count(1)
 
 WorkerStatus = Literal["ok", "error", "timeout", "cancelled"]
+#: How a subprocess worker is confined: not at all, by Landlock where the kernel has it,
+#: or by Landlock without fail.
+Sandbox = Literal["none", "auto", "landlock"]
+_NO_LANDLOCK = "this worker must run sandboxed, and the kernel has no Landlock"
 
 
 @dataclass(frozen=True)
@@ -525,6 +533,13 @@ class SubprocessRunner(Runner):
     Timeout and cancellation send SIGTERM to the whole process group, then
     SIGKILL after ``kill_grace_s``, and reap the worker; lingering members of the
     group are killed after a normal exit too.
+
+    ``sandbox``: ``landlock`` runs the worker behind a Landlock ruleset (see
+    ``_landlock``): it reads below ``reads``, its own directory and the runtime's,
+    writes below ``writes``, and nothing else; where the kernel lacks Landlock the
+    call fails. ``auto`` sandboxes where it can and runs unconfined elsewhere (the
+    gateway warns at start). ``reads`` and ``writes`` are re-read at each call, so a
+    symlinked directory counts where it points then.
     """
 
     def __init__(
@@ -537,6 +552,9 @@ class SubprocessRunner(Runner):
         max_line_bytes: int = MAX_LINE_BYTES,
         max_output_bytes: int = MAX_OUTPUT_BYTES,
         source: str | None = None,
+        sandbox: Sandbox = "none",
+        reads: Sequence[str] = (),
+        writes: Sequence[str] = (),
     ) -> None:
         self.cwd = Path(cwd).resolve()
         if not self.cwd.is_dir():
@@ -548,6 +566,8 @@ class SubprocessRunner(Runner):
             )
         self.argv = _check_argv(argv, self.cwd, source)
         self.env_allow = _check_env_allow(env_allow, source)
+        self.sandbox = sandbox
+        self.reads, self.writes = tuple(reads), tuple(writes)
         self._kill_grace_s = kill_grace_s
         self._max_line = max_line_bytes
         self._max_total = max_output_bytes
@@ -580,15 +600,31 @@ class SubprocessRunner(Runner):
             payload = json.dumps(document, ensure_ascii=False, allow_nan=False).encode() + b"\n"
         except (TypeError, ValueError, RecursionError) as exc:
             return _failure("error", started, "arguments are not JSON", repr(exc))
+        argv: list[str] = self.argv
+        ruleset: int | None = None
+        if self.sandbox != "none" and (abi := landlock_abi()):
+            try:
+                ruleset = _landlock.build_ruleset(
+                    abi, [*_landlock.runtime_directories(), str(self.cwd), *self.reads], self.writes
+                )
+            except OSError as exc:
+                return _failure("error", started, "the worker's sandbox failed", repr(exc))
+            argv = [sys.executable, "-I", "-S", "-c", _landlock.LAUNCHER, str(ruleset), *argv]
+        elif self.sandbox == "landlock":
+            return _failure("error", started, _NO_LANDLOCK, "")
         try:
             process = await anyio.open_process(
-                self.argv,
+                argv,
                 cwd=self.cwd,
                 env=self.environment(),
                 start_new_session=True,  # its own process group, killed as one
+                pass_fds=() if ruleset is None else (ruleset,),
             )
         except OSError as exc:
             return _failure("error", started, "worker could not be started", repr(exc))
+        finally:
+            if ruleset is not None:
+                os.close(ruleset)
 
         protocol = _StdoutProtocol(progress, self._max_line, self._max_total)
         stderr = _StderrTail()
@@ -694,16 +730,25 @@ def _check_env_allow(env_allow: Any, source: str | None) -> tuple[str, ...]:
 
 # --------------------------------------------------------------------------- from worker.yaml
 
-_SPEC_KEYS = {"python": {"kind", "entry"}, "subprocess": {"kind", "argv", "env_allow"}}
+_SPEC_KEYS = {"python": {"kind", "entry"}, "subprocess": {"kind", "argv", "env_allow", "sandbox"}}
+_SANDBOXES: tuple[Sandbox, ...] = ("none", "auto", "landlock")
 
 
-def build_runner(spec: Mapping[str, Any], worker_dir: Path, *, source: str | None = None) -> Runner:
+def build_runner(
+    spec: Mapping[str, Any],
+    worker_dir: Path,
+    *,
+    source: str | None = None,
+    reads: Sequence[str] = (),
+    writes: Sequence[str] = (),
+) -> Runner:
     """The runner a ``worker.yaml`` ``runner:`` block describes.
 
     ``{kind: python, entry: "module:function"}`` or ``{kind: subprocess, argv:
-    ["{python}", "worker.py"], env_allow: [...]}``. Raises :class:`RegistryError`
-    naming the field and the fix; ``source`` names the file in it (default
-    ``worker_dir/worker.yaml``).
+    ["{python}", "worker.py"], env_allow: [...], sandbox: none|auto|landlock}``.
+    ``reads``/``writes``: the directories a sandboxed worker may use (its privilege
+    envelope's, as absolute paths). Raises :class:`RegistryError` naming the field
+    and the fix; ``source`` names the file in it (default ``worker_dir/worker.yaml``).
     """
     source = source or str(Path(worker_dir) / "worker.yaml")
     if not isinstance(spec, Mapping):
@@ -731,9 +776,26 @@ def build_runner(spec: Mapping[str, Any], worker_dir: Path, *, source: str | Non
         )
     if kind == "python":
         return PythonRunner(Path(worker_dir), spec.get("entry"), source=source)  # type: ignore[arg-type]
+    sandbox = spec.get("sandbox", "none")
+    if sandbox not in _SANDBOXES:
+        raise _invalid(
+            f"unknown sandbox {sandbox!r}",
+            source=source,
+            location="runner.sandbox",
+            fix="use none, auto (Landlock where the kernel has it) or landlock (required)",
+        )
     return SubprocessRunner(
         spec.get("argv"),  # type: ignore[arg-type]
         Path(worker_dir),
         spec.get("env_allow", ()),
         source=source,
+        sandbox=sandbox,
+        reads=reads,
+        writes=writes,
     )
+
+
+@functools.cache
+def landlock_abi() -> int:
+    """The kernel's Landlock ABI version (0: none); asked once per process."""
+    return _landlock.abi_version()

@@ -45,16 +45,24 @@ def _context(workspace: Path | None = None) -> WorkerContext:
     )
 
 
-def _runner(name: str) -> Runner:
-    """The runner the worker's own enrollment record describes."""
+def _runner(name: str, workspace: Path | None = None) -> Runner:
+    """The runner the worker's own enrollment record describes, in a hall around
+    ``workspace`` (where its envelope's directories, and a sandbox's, then lie)."""
     record = load_document(WORKERS / name / "worker.yaml")
-    return build_runner(record["runner"], WORKERS / name)
+    envelope = record.get("privilege_envelope") or {}
+    hall = workspace.parent if workspace else WORKERS / name
+    return build_runner(
+        record["runner"],
+        WORKERS / name,
+        reads=[str(hall / d) for d in envelope.get("filesystem_reads", [])],
+        writes=[str(hall / d) for d in envelope.get("filesystem_writes", [])],
+    )
 
 
 async def _call(
     name: str, arguments: dict[str, Any], workspace: Path | None = None, **kw: Any
 ) -> WorkerResult:
-    return await _runner(name).run(arguments, _context(workspace), timeout_s=10, **kw)
+    return await _runner(name, workspace).run(arguments, _context(workspace), timeout_s=10, **kw)
 
 
 def test_every_demo_worker_loads() -> None:

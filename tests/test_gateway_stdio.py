@@ -655,3 +655,16 @@ async def test_the_callers_own_error_is_not_blamed_on_the_gateway(gate_hall: Pat
     assert "the caller's own problem" in repr(
         caught.value.exceptions if isinstance(caught.value, BaseExceptionGroup) else caught.value
     )
+
+
+def test_check_says_when_a_sandbox_cannot_be_had(
+    demo_hall: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pyhall_mcp.runners as runners
+
+    assert main(["--hall", str(demo_hall), "--check"]) == (0 if runners.landlock_abi() else 1)
+    capsys.readouterr()
+    monkeypatch.setattr(runners, "landlock_abi", lambda: 0)
+    assert main(["--hall", str(demo_hall), "--check"]) == 1
+    err = capsys.readouterr().err
+    assert "tool read_file: the kernel has no Landlock, so its worker runs unconfined" in err

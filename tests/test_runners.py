@@ -19,6 +19,7 @@ from pyhall_mcp.runners import (
     WorkerContext,
     WorkerResult,
     build_runner,
+    landlock_abi,
 )
 
 FIXTURES = Path(__file__).parent / "fixtures" / "workers"
@@ -517,3 +518,73 @@ def test_build_runner_refuses_an_invalid_spec_naming_the_field(spec: Any, locati
     assert caught.value.location == location
     assert caught.value.file == str(FIXTURES / "pyfuncs" / "worker.yaml")
     assert caught.value.fix
+
+
+# -- the Landlock sandbox ------------------------------------------------------------------
+
+needs_landlock = pytest.mark.skipif(not landlock_abi(), reason="the kernel has no Landlock")
+
+
+def _sandbox_dirs(tmp_path: Path) -> tuple[Path, Path, Path]:
+    allowed, out, elsewhere = tmp_path / "allowed", tmp_path / "out", tmp_path / "elsewhere"
+    for directory in (allowed, out, elsewhere):
+        directory.mkdir()
+    (allowed / "a.txt").write_text("a")
+    (elsewhere / "secret.txt").write_text("s")
+    (allowed / "link.txt").symlink_to(elsewhere / "secret.txt")  # leads out
+    return allowed, out, elsewhere
+
+
+async def _probe(runner: SubprocessRunner, read: list[Path], write: list[Path]) -> dict:
+    arguments = {"read": [str(p) for p in read], "write": [str(p) for p in write]}
+    result = await runner.run(arguments, _context(), timeout_s=20)
+    assert result.status == "ok", result.error
+    return {Path(k).name: v for k, v in result.value.items()}
+
+
+@needs_landlock
+async def test_a_sandboxed_worker_reaches_only_its_envelope(tmp_path: Path) -> None:
+    allowed, out, elsewhere = _sandbox_dirs(tmp_path)
+    runner = _sub("prober", sandbox="landlock", reads=[str(allowed)], writes=[str(out)])
+    seen = await _probe(
+        runner,
+        read=[allowed / "a.txt", allowed / "link.txt", elsewhere / "secret.txt"],
+        write=[out / "new.txt", allowed / "b.txt", elsewhere / "c.txt"],
+    )
+    assert seen == {
+        "a.txt": "read",
+        "link.txt": "refused:13",  # the kernel follows the link out, and refuses
+        "secret.txt": "refused:13",
+        "new.txt": "written",
+        "b.txt": "refused:13",
+        "c.txt": "refused:13",
+    }
+
+
+async def test_an_unsandboxed_worker_reaches_everything(tmp_path: Path) -> None:
+    allowed, _, elsewhere = _sandbox_dirs(tmp_path)
+    seen = await _probe(_sub("prober"), read=[elsewhere / "secret.txt"], write=[allowed / "b"])
+    assert seen == {"secret.txt": "read", "b": "written"}
+
+
+async def test_without_landlock_required_fails_and_auto_runs_unconfined(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pyhall_mcp.runners as runners
+
+    monkeypatch.setattr(runners, "landlock_abi", lambda: 0)
+    allowed, _, elsewhere = _sandbox_dirs(tmp_path)
+    required = _sub("prober", sandbox="landlock", reads=[str(allowed)])
+    failed = await required.run({"read": []}, _context(), timeout_s=20)
+    assert failed.status == "error" and "no Landlock" in (failed.error or "")
+    auto = _sub("prober", sandbox="auto", reads=[str(allowed)])
+    assert await _probe(auto, read=[elsewhere / "secret.txt"], write=[]) == {"secret.txt": "read"}
+
+
+def test_sandbox_settings_are_checked_at_load() -> None:
+    with pytest.raises(RegistryError) as caught:
+        build_runner({"kind": "subprocess", "argv": ["{python}", "-V"], "sandbox": "yes"}, FIXTURES)
+    assert "runner.sandbox" in caught.value.describe()
+    with pytest.raises(RegistryError) as caught:
+        build_runner({"kind": "python", "entry": "pyfuncs:sync_echo", "sandbox": "auto"}, FIXTURES)
+    assert "runner.sandbox" in caught.value.describe()
