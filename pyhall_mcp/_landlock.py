@@ -33,6 +33,16 @@ _HANDLED = {1: (1 << 13) - 1, 2: (1 << 14) - 1, 3: (1 << 15) - 1, 5: (1 << 16) -
 #: The rights a rule on a file (not a directory) may carry.
 _FILE_RIGHTS = _EXECUTE | _WRITE_FILE | _READ_FILE | (1 << 14) | (1 << 15)
 _READ = _EXECUTE | _READ_FILE | _READ_DIR
+_TCP = (1 << 0) | (1 << 1)  # BIND_TCP, CONNECT_TCP (ABI 4): handled with no rule, refused
+_SCOPES = (1 << 0) | (1 << 1)  # abstract UNIX sockets and signals beyond the sandbox (ABI 6)
+
+
+class _RulesetAttr(ctypes.Structure):
+    _fields_ = [
+        ("handled_access_fs", ctypes.c_uint64),
+        ("handled_access_net", ctypes.c_uint64),
+        ("scoped", ctypes.c_uint64),
+    ]
 
 
 class _PathBeneath(ctypes.Structure):
@@ -65,14 +75,22 @@ def runtime_directories() -> list[str]:
     return sorted(found)
 
 
-def build_ruleset(abi: int, reads: Iterable[str], writes: Iterable[str]) -> int:
+def build_ruleset(
+    abi: int, reads: Iterable[str], writes: Iterable[str], *, tcp: bool = True
+) -> int:
     """A ruleset fd (inheritable, for the launcher): read below ``reads``, anything below
-    ``writes``, nothing elsewhere. Paths that do not exist are skipped. OSError when the
-    kernel refuses."""
+    ``writes``, nothing elsewhere. Paths that do not exist are skipped. Without ``tcp``
+    (ABI 4+) every TCP connect and bind is refused; from ABI 6 signals and abstract UNIX
+    sockets stop at the sandbox's edge. OSError when the kernel refuses."""
     libc = _libc()
     handled = _handled(abi)
-    attr = ctypes.c_uint64(handled)  # struct landlock_ruleset_attr, its first field
-    fd = libc.syscall(_CREATE_RULESET, ctypes.byref(attr), ctypes.c_size_t(8), 0)
+    attr = _RulesetAttr(
+        handled,
+        _TCP if abi >= 4 and not tcp else 0,
+        _SCOPES if abi >= 6 else 0,
+    )
+    size = 24 if abi >= 6 else 16 if abi >= 4 else 8  # what this ABI's struct holds
+    fd = libc.syscall(_CREATE_RULESET, ctypes.byref(attr), ctypes.c_size_t(size), 0)
     if fd < 0:
         raise OSError(ctypes.get_errno(), "landlock_create_ruleset failed")
     try:

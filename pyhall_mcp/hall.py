@@ -1015,6 +1015,7 @@ def _prepare_workers(
                 # A sandbox's directories: joined here, resolved by the kernel at each call.
                 reads=[str(layout.root / d) for d in reads],
                 writes=[str(layout.root / d) for d in writes],
+                tcp=envelope is None or envelope.network_egress != "none",
             )
         except RegistryError as exc:
             registry.problems.append(exc)

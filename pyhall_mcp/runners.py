@@ -536,10 +536,11 @@ class SubprocessRunner(Runner):
 
     ``sandbox``: ``landlock`` runs the worker behind a Landlock ruleset (see
     ``_landlock``): it reads below ``reads``, its own directory and the runtime's,
-    writes below ``writes``, and nothing else; where the kernel lacks Landlock the
-    call fails. ``auto`` sandboxes where it can and runs unconfined elsewhere (the
-    gateway warns at start). ``reads`` and ``writes`` are re-read at each call, so a
-    symlinked directory counts where it points then.
+    writes below ``writes``, and nothing else; without ``tcp`` it opens no TCP
+    connection; where the kernel lacks Landlock the call fails. ``auto`` sandboxes
+    where it can and runs unconfined elsewhere (the gateway warns at start).
+    ``reads`` and ``writes`` are re-read at each call, so a symlinked directory
+    counts where it points then.
     """
 
     def __init__(
@@ -555,6 +556,7 @@ class SubprocessRunner(Runner):
         sandbox: Sandbox = "none",
         reads: Sequence[str] = (),
         writes: Sequence[str] = (),
+        tcp: bool = True,
     ) -> None:
         self.cwd = Path(cwd).resolve()
         if not self.cwd.is_dir():
@@ -567,7 +569,7 @@ class SubprocessRunner(Runner):
         self.argv = _check_argv(argv, self.cwd, source)
         self.env_allow = _check_env_allow(env_allow, source)
         self.sandbox = sandbox
-        self.reads, self.writes = tuple(reads), tuple(writes)
+        self.reads, self.writes, self.tcp = tuple(reads), tuple(writes), tcp
         self._kill_grace_s = kill_grace_s
         self._max_line = max_line_bytes
         self._max_total = max_output_bytes
@@ -605,7 +607,10 @@ class SubprocessRunner(Runner):
         if self.sandbox != "none" and (abi := landlock_abi()):
             try:
                 ruleset = _landlock.build_ruleset(
-                    abi, [*_landlock.runtime_directories(), str(self.cwd), *self.reads], self.writes
+                    abi,
+                    [*_landlock.runtime_directories(), str(self.cwd), *self.reads],
+                    self.writes,
+                    tcp=self.tcp,
                 )
             except OSError as exc:
                 return _failure("error", started, "the worker's sandbox failed", repr(exc))
@@ -741,13 +746,15 @@ def build_runner(
     source: str | None = None,
     reads: Sequence[str] = (),
     writes: Sequence[str] = (),
+    tcp: bool = True,
 ) -> Runner:
     """The runner a ``worker.yaml`` ``runner:`` block describes.
 
     ``{kind: python, entry: "module:function"}`` or ``{kind: subprocess, argv:
     ["{python}", "worker.py"], env_allow: [...], sandbox: none|auto|landlock}``.
     ``reads``/``writes``: the directories a sandboxed worker may use (its privilege
-    envelope's, as absolute paths). Raises :class:`RegistryError` naming the field
+    envelope's, as absolute paths); ``tcp``: whether it may use TCP (its envelope
+    names egress). Raises :class:`RegistryError` naming the field
     and the fix; ``source`` names the file in it (default ``worker_dir/worker.yaml``).
     """
     source = source or str(Path(worker_dir) / "worker.yaml")
@@ -792,6 +799,7 @@ def build_runner(
         sandbox=sandbox,
         reads=reads,
         writes=writes,
+        tcp=tcp,
     )
 
 

@@ -561,6 +561,21 @@ async def test_a_sandboxed_worker_reaches_only_its_envelope(tmp_path: Path) -> N
     }
 
 
+@needs_landlock
+async def test_a_sandboxed_worker_without_egress_opens_no_tcp_connection() -> None:
+    import socket
+
+    if landlock_abi() < 4:
+        pytest.skip("TCP rules need Landlock ABI 4")
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+        arguments = {"connect": [port]}
+        for tcp, expected in ((False, "refused:13"), (True, "connected")):
+            runner = _sub("prober", sandbox="landlock", tcp=tcp)
+            result = await runner.run(arguments, _context(), timeout_s=20)
+            assert result.value == {f"tcp:{port}": expected}, (tcp, result)
+
+
 async def test_an_unsandboxed_worker_reaches_everything(tmp_path: Path) -> None:
     allowed, _, elsewhere = _sandbox_dirs(tmp_path)
     seen = await _probe(_sub("prober"), read=[elsewhere / "secret.txt"], write=[allowed / "b"])
