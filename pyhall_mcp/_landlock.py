@@ -21,7 +21,20 @@ import stat
 import sys
 from collections.abc import Iterable
 
-__all__ = ["LAUNCHER", "abi_version", "build_ruleset", "runtime_directories"]
+__all__ = [
+    "LAUNCHER",
+    "LAUNCHER_FAILED",
+    "MIN_ABI",
+    "RUNTIME_WRITES",
+    "abi_version",
+    "build_ruleset",
+    "runtime_directories",
+]
+
+#: Before ABI 3 (Linux 6.2) Landlock cannot refuse truncating a file: no sandbox then.
+MIN_ABI = 3
+#: Files any worker may write (file rights only).
+RUNTIME_WRITES = ("/dev/null",)
 
 _CREATE_RULESET, _ADD_RULE = 444, 445  # the same number on every architecture
 _CREATE_RULESET_VERSION = 1
@@ -33,6 +46,9 @@ _HANDLED = {1: (1 << 13) - 1, 2: (1 << 14) - 1, 3: (1 << 15) - 1, 5: (1 << 16) -
 #: The rights a rule on a file (not a directory) may carry.
 _FILE_RIGHTS = _EXECUTE | _WRITE_FILE | _READ_FILE | (1 << 14) | (1 << 15)
 _READ = _EXECUTE | _READ_FILE | _READ_DIR
+#: Never granted, only refused: device nodes (MAKE_CHAR, MAKE_BLOCK) and device ioctls
+#: (IOCTL_DEV) would reach what no directory rule names.
+_DEVICES = (1 << 6) | (1 << 11) | (1 << 15)
 _TCP = (1 << 0) | (1 << 1)  # BIND_TCP, CONNECT_TCP (ABI 4): handled with no rule, refused
 _SCOPES = (1 << 0) | (1 << 1)  # abstract UNIX sockets and signals beyond the sandbox (ABI 6)
 
@@ -71,7 +87,7 @@ def runtime_directories() -> list[str]:
     programs and libraries (not /etc, /home, /root, /tmp or the hall)."""
     found = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}
     found.update(("/usr", "/lib", "/lib64", "/bin", "/sbin", "/etc/ld.so.cache"))
-    found.update(("/etc/localtime", "/dev/null", "/dev/urandom", "/dev/random"))
+    found.update(("/etc/localtime", "/dev/urandom", "/dev/random"))
     return sorted(found)
 
 
@@ -94,7 +110,7 @@ def build_ruleset(
     if fd < 0:
         raise OSError(ctypes.get_errno(), "landlock_create_ruleset failed")
     try:
-        for paths, rights in ((reads, _READ), (writes, handled)):
+        for paths, rights in ((reads, _READ), (writes, handled & ~_DEVICES)):
             for path in paths:
                 _allow(libc, fd, path, rights & handled)
         os.set_inheritable(fd, True)
@@ -118,6 +134,9 @@ def _allow(libc: ctypes.CDLL, ruleset: int, path: str, rights: int) -> None:
     finally:
         os.close(target)
 
+
+#: The launcher's exit status when it could not restrict itself (the worker never ran).
+LAUNCHER_FAILED = 126
 
 #: Run as ``python -I -S -c LAUNCHER FD PROGRAM ARGS...``: no site, no environment, no
 #: imports but ctypes and os; restrict this process with the ruleset FD, then exec.

@@ -620,6 +620,7 @@ def _report_check(hall: Hall) -> int:
     ]
     issues += [p.describe() for p in readiness_problems(hall.layout, hall.settings, hall.trusted)]
     issues += _operator_warnings(hall)
+    sys.stderr.writelines(f"pyhall-mcp: note: {note}\n" for note in _operator_notes(hall))
     if not issues:
         sys.stderr.write(f"pyhall-mcp: {where}: OK\n")
         return 0
@@ -639,21 +640,35 @@ def _operator_warnings(hall: Hall) -> list[str]:
             "a tenant credential is set but floors.require_credential is false: it is "
             "never checked (set PYHALL_REQUIRE_CREDENTIAL=true to enforce it)"
         )
+    warnings += [
+        f"tool {name}: the kernel has no usable Landlock, so every call fails "
+        "(runner.sandbox: landlock)"
+        for name, sandbox in _sandboxes_missing(hall)
+        if sandbox == "landlock"
+    ]
+    return warnings
+
+
+def _operator_notes(hall: Hall) -> list[str]:
+    """What the operator should know that is no fault: said at start and by --check."""
+    return [
+        f"tool {name} runs unconfined: the kernel has no usable Landlock (runner.sandbox: auto)"
+        for name, sandbox in _sandboxes_missing(hall)
+        if sandbox == "auto"
+    ]
+
+
+def _sandboxes_missing(hall: Hall) -> list[tuple[str, str]]:
+    """(tool, runner.sandbox) of the served workers that ask for a sandbox this kernel lacks."""
     from .runners import SubprocessRunner, landlock_abi
 
-    if not landlock_abi():
-        for name, served in sorted(hall.served.items()):
-            runner = served.runner
-            if isinstance(runner, SubprocessRunner) and runner.sandbox != "none":
-                warnings.append(
-                    f"tool {name}: the kernel has no Landlock, so its worker "
-                    + (
-                        "runs unconfined (runner.sandbox: auto)"
-                        if runner.sandbox == "auto"
-                        else "cannot run: every call fails (runner.sandbox: landlock)"
-                    )
-                )
-    return warnings
+    if landlock_abi():
+        return []
+    return [
+        (name, served.runner.sandbox)
+        for name, served in sorted(hall.served.items())
+        if isinstance(served.runner, SubprocessRunner) and served.runner.sandbox != "none"
+    ]
 
 
 def check_launch(argv: Sequence[str]) -> Hall:
@@ -713,6 +728,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         hall.open_audit()  # before serving: a hall that cannot receipt does not start
         for warning in _operator_warnings(hall):  # the operator's choices, never silent
             sys.stderr.write(f"pyhall-mcp: warning: {warning}\n")
+        for note in _operator_notes(hall):
+            sys.stderr.write(f"pyhall-mcp: note: {note}\n")
         configure_tracing()
     except ConfigError as exc:
         sys.stderr.write(f"pyhall-mcp: refusing to start: {exc.describe()}\n")

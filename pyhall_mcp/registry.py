@@ -374,7 +374,7 @@ class Registry:
         for child in sorted(p for p in root.iterdir() if p.is_dir()):
             found = [child / name for name in _RECORD_FILES if (child / name).is_file()]
             if len(found) > 1:
-                self._quarantine(
+                self.quarantine(
                     RegistryError(
                         "more than one record file",
                         file=str(child),
@@ -386,7 +386,7 @@ class Registry:
             try:
                 self.enroll(load_document(path), source=str(path), base_dir=path.parent)
             except ConfigError as exc:
-                self._quarantine(
+                self.quarantine(
                     exc
                     if isinstance(exc, RegistryError)
                     else RegistryError(
@@ -395,7 +395,10 @@ class Registry:
                 )
         self._reindex()
 
-    def _quarantine(self, problem: RegistryError) -> None:
+    def quarantine(self, problem: RegistryError, worker_id: str | None = None) -> None:
+        """Record ``problem`` (said on stderr); withdraw ``worker_id`` when it is enrolled."""
+        if worker_id is not None:
+            self.remove(worker_id)
         self.problems.append(problem)
         print(f"pyhall: worker quarantined: {problem.describe()}", file=sys.stderr)
 
@@ -434,7 +437,7 @@ class Registry:
                 # Tool shadowing: neither worker gets the name, whichever came first.
                 self._clashed_tools.add(name)
                 if other is not None:
-                    self._quarantine(
+                    self.quarantine(
                         RegistryError(
                             f"tool name {name!r} is also claimed by {parsed.worker_id}; "
                             "neither is served",

@@ -609,7 +609,7 @@ class SubprocessRunner(Runner):
                 ruleset = _landlock.build_ruleset(
                     abi,
                     [*_landlock.runtime_directories(), str(self.cwd), *self.reads],
-                    self.writes,
+                    [*_landlock.RUNTIME_WRITES, *self.writes],
                     tcp=self.tcp,
                 )
             except OSError as exc:
@@ -617,6 +617,7 @@ class SubprocessRunner(Runner):
             argv = [sys.executable, "-I", "-S", "-c", _landlock.LAUNCHER, str(ruleset), *argv]
         elif self.sandbox == "landlock":
             return _failure("error", started, _NO_LANDLOCK, "")
+        sandboxed = ruleset is not None
         try:
             process = await anyio.open_process(
                 argv,
@@ -657,6 +658,8 @@ class SubprocessRunner(Runner):
             return _failure("error", started, message, tail)
         if returncode == 0 and "result" in terminal:
             return WorkerResult("ok", terminal["result"], None, _elapsed_us(started), tail)
+        if sandboxed and returncode == _landlock.LAUNCHER_FAILED and not terminal:
+            return _failure("error", started, "the worker's sandbox could not be applied", tail)
         return _failure("error", started, _exit_message(returncode, "result" in terminal), tail)
 
     async def _converse(
@@ -805,5 +808,7 @@ def build_runner(
 
 @functools.cache
 def landlock_abi() -> int:
-    """The kernel's Landlock ABI version (0: none); asked once per process."""
-    return _landlock.abi_version()
+    """The kernel's Landlock ABI version, asked once per process; 0 when there is none
+    the sandbox can use (before ABI 3, Linux 6.2, Landlock cannot refuse truncation)."""
+    abi = _landlock.abi_version()
+    return abi if abi >= _landlock.MIN_ABI else 0

@@ -662,9 +662,58 @@ def test_check_says_when_a_sandbox_cannot_be_had(
 ) -> None:
     import pyhall_mcp.runners as runners
 
-    assert main(["--hall", str(demo_hall), "--check"]) == (0 if runners.landlock_abi() else 1)
-    capsys.readouterr()
     monkeypatch.setattr(runners, "landlock_abi", lambda: 0)
+    # auto: a note, no fault (a laptop without Landlock still runs the demo)
+    assert main(["--hall", str(demo_hall), "--check"]) == 0
+    err = capsys.readouterr().err
+    assert "note: tool read_file runs unconfined: the kernel has no usable Landlock" in err
+    # landlock: required, so every call would fail: a problem
+    record = demo_hall / "workers" / "file-reader" / "worker.yaml"
+    record.write_text(record.read_text().replace("sandbox: auto", "sandbox: landlock"))
+    monkeypatch.setenv("PYHALL_REQUIRE_WORKER_ATTESTATION", "false")
     assert main(["--hall", str(demo_hall), "--check"]) == 1
     err = capsys.readouterr().err
-    assert "tool read_file: the kernel has no Landlock, so its worker runs unconfined" in err
+    assert "tool read_file: the kernel has no usable Landlock, so every call fails" in err
+
+
+@pytest.mark.parametrize(
+    ("worker", "old", "new", "words"),
+    [
+        (
+            "file-reader",
+            "  filesystem_reads:\n  - workspace/\n",
+            "  filesystem_reads:\n  - workspace/notes\n",
+            "privilege_envelope.filesystem_reads: 'workspace/notes' lies inside a directory "
+            "org.demo.file-deleter may write",
+        ),
+        (
+            "file-reader",
+            "  filesystem_reads:\n  - workspace/\n",
+            "  filesystem_reads:\n  - .pyhall\n",
+            "privilege_envelope.filesystem_reads: '.pyhall' holds the hall's own files",
+        ),
+        (
+            "file-reader",
+            "  filesystem_writes: []\n",
+            "  filesystem_writes:\n  - .\n",
+            "privilege_envelope.filesystem_writes: '.' holds the hall's own files",
+        ),
+    ],
+    ids=["inside-a-writable-dir", "reads-the-state", "writes-the-hall"],
+)
+def test_envelopes_that_would_undo_the_hall_are_quarantined(
+    demo_hall: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    worker: str,
+    old: str,
+    new: str,
+    words: str,
+) -> None:
+    monkeypatch.setenv("PYHALL_REQUIRE_WORKER_ATTESTATION", "false")
+    record = demo_hall / "workers" / worker / "worker.yaml"
+    assert old in record.read_text()
+    record.write_text(record.read_text().replace(old, new))
+    assert main(["--hall", str(demo_hall), "--check"]) == 1
+    err = capsys.readouterr().err
+    assert "4 tools" in err and words in err

@@ -535,8 +535,11 @@ def _sandbox_dirs(tmp_path: Path) -> tuple[Path, Path, Path]:
     return allowed, out, elsewhere
 
 
-async def _probe(runner: SubprocessRunner, read: list[Path], write: list[Path]) -> dict:
+async def _probe(
+    runner: SubprocessRunner, read: list[Path], write: list[Path], **more: list[Path]
+) -> dict:
     arguments = {"read": [str(p) for p in read], "write": [str(p) for p in write]}
+    arguments |= {action: [str(p) for p in paths] for action, paths in more.items()}
     result = await runner.run(arguments, _context(), timeout_s=20)
     assert result.status == "ok", result.error
     return {Path(k).name: v for k, v in result.value.items()}
@@ -559,6 +562,32 @@ async def test_a_sandboxed_worker_reaches_only_its_envelope(tmp_path: Path) -> N
         "b.txt": "refused:13",
         "c.txt": "refused:13",
     }
+
+
+@needs_landlock
+async def test_a_sandboxed_worker_cannot_truncate_or_make_devices_and_may_use_dev_null(
+    tmp_path: Path,
+) -> None:
+    allowed, out, elsewhere = _sandbox_dirs(tmp_path)
+    runner = _sub("prober", sandbox="landlock", reads=[str(allowed)], writes=[str(out)])
+    seen = await _probe(
+        runner,
+        read=[],
+        write=[Path("/dev/null")],
+        truncate=[elsewhere / "secret.txt"],
+        mknod=[out / "device"],
+    )
+    assert seen["null"] == "written"
+    assert seen["secret.txt"] == "refused:13" and (elsewhere / "secret.txt").read_text() == "s"
+    assert seen["device"].startswith("refused:") and not (out / "device").exists()
+
+
+def test_landlock_before_abi_3_is_no_sandbox(monkeypatch: pytest.MonkeyPatch) -> None:
+    import pyhall_mcp._landlock as landlock
+
+    for abi, usable in ((0, 0), (1, 0), (2, 0), (3, 3), (7, 7)):
+        monkeypatch.setattr(landlock, "abi_version", lambda abi=abi: abi)
+        assert landlock_abi.__wrapped__() == usable
 
 
 @needs_landlock
