@@ -83,7 +83,7 @@ WorkerStatus = Literal["ok", "error", "timeout", "cancelled"]
 #: How a subprocess worker is confined: not at all, by Landlock where the kernel has it,
 #: or by Landlock without fail.
 Sandbox = Literal["none", "auto", "landlock"]
-_NO_LANDLOCK = "this worker must run sandboxed, and the kernel has no Landlock"
+_NO_LANDLOCK = "this worker must run sandboxed, and the kernel has no usable Landlock (ABI 3+)"
 
 
 @dataclass(frozen=True)
@@ -538,7 +538,7 @@ class SubprocessRunner(Runner):
     ``_landlock``): it reads below ``reads``, its own directory and the runtime's,
     writes below ``writes``, and nothing else; without ``tcp`` it opens no TCP
     connection; where the kernel lacks Landlock the call fails. ``auto`` sandboxes
-    where it can and runs unconfined elsewhere (the gateway warns at start).
+    where it can and runs unconfined elsewhere (the gateway says so at start).
     ``reads`` and ``writes`` are re-read at each call, so a symlinked directory
     counts where it points then.
     """

@@ -620,7 +620,7 @@ async def test_without_landlock_required_fails_and_auto_runs_unconfined(
     allowed, _, elsewhere = _sandbox_dirs(tmp_path)
     required = _sub("prober", sandbox="landlock", reads=[str(allowed)])
     failed = await required.run({"read": []}, _context(), timeout_s=20)
-    assert failed.status == "error" and "no Landlock" in (failed.error or "")
+    assert failed.status == "error" and "no usable Landlock" in (failed.error or "")
     auto = _sub("prober", sandbox="auto", reads=[str(allowed)])
     assert await _probe(auto, read=[elsewhere / "secret.txt"], write=[]) == {"secret.txt": "read"}
 
