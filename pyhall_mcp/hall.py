@@ -331,6 +331,19 @@ def workspace_dir(layout: HallLayout, settings: HallSettings) -> Path | None:
     return layout.root / settings.workspace if settings.workspace else None
 
 
+def _configuration_paths(layout: HallLayout, settings: HallSettings) -> list[Path]:
+    """What a hall is loaded from: hall.yaml, its rules, policies, trusted keys and deny
+    list, and workers."""
+    return [
+        layout.hall_yaml,
+        *((layout.root / entry).resolve() for entry in settings.rules),
+        layout.policies_dir,
+        layout.trusted_keys,
+        layout.attestation_deny_list,
+        layout.workers_dir,
+    ]
+
+
 def rule_files(layout: HallLayout, entries: list[str]) -> list[Path]:
     """The rule files ``hall.yaml`` names, in order (directories sorted)."""
     files: list[Path] = []
@@ -448,7 +461,10 @@ class Hall:
         for env, hosts in settings.egress_allowlist.items():
             registry.set_egress_allowlist(env, hosts)
         registry.set_hall_dir(layout.root, workspace_dir(layout, settings))
-        _quarantine_unsafe_envelopes(layout, settings, registry)
+        registry.quarantine_unsafe_envelopes(
+            secret=[layout.state_dir],
+            config=[layout.state_dir, *_configuration_paths(layout, settings)],
+        )
         # A rule's attestation preconditions ask for it in prod/edge even with the floor off.
         attest = config.require_worker_attestation or (
             settings.env in ("prod", "edge") and rules.asks_attestation_in_prod()
@@ -516,16 +532,7 @@ class Hall:
 
     def config_paths(self) -> list[Path]:
         """What this hall was loaded from: a change to any of it calls for a reload."""
-        layout = self.layout
-        rules = [(layout.root / entry).resolve() for entry in self.settings.rules]
-        return [
-            layout.hall_yaml,
-            *rules,
-            layout.policies_dir,
-            layout.trusted_keys,
-            layout.attestation_deny_list,
-            layout.workers_dir,
-        ]
+        return _configuration_paths(self.layout, self.settings)
 
     @property
     def problems(self) -> list[PyhallError]:
@@ -968,77 +975,6 @@ class Hall:
     def _emit(self, decision: RouteDecision) -> None:
         if self.settings.events == "stderr":
             telemetry.write_events(decision.telemetry_envelopes)
-
-
-def _quarantine_unsafe_envelopes(
-    layout: HallLayout, settings: HallSettings, registry: Registry
-) -> None:
-    """Refuse envelopes whose directories would undo the hall's own guarantees.
-
-    A directory may not hold the hall's state (signing key, receipts) nor, to be
-    written, its configuration (hall.yaml, rules, policies, workers, keys). And no
-    directory may lie strictly inside one that a worker may write: that worker could
-    replace it with a symlink and so widen the other's reach (the checks and the
-    sandbox both resolve directories at each call).
-    """
-    secret = [layout.state_dir]
-    config = [layout.state_dir, layout.hall_yaml, layout.policies_dir, layout.workers_dir]
-    config += [layout.root / "keys", *(layout.root / entry for entry in settings.rules)]
-
-    def directories(record: WorkerRecord) -> list[tuple[str, str, Path]]:
-        envelope = record.privilege_envelope
-        if envelope is None:
-            return []
-        return [
-            (field_name, entry, layout.root / entry)
-            for field_name, entries in (
-                ("filesystem_reads", envelope.filesystem_reads),
-                ("filesystem_writes", envelope.filesystem_writes),
-            )
-            for entry in entries
-        ]
-
-    for record in registry.records:
-        for field_name, entry, directory in directories(record):
-            guarded = secret if field_name == "filesystem_reads" else config
-            if any(_within(path, directory) for path in guarded):
-                _quarantine(registry, record, field_name, f"{entry!r} holds the hall's own files")
-                break
-    writable = [
-        (record.worker_id, directory)
-        for record in registry.records
-        for field_name, _, directory in directories(record)
-        if field_name == "filesystem_writes"
-    ]
-    for record in registry.records:
-        for field_name, entry, directory in directories(record):
-            owner = next((who for who, w in writable if _within(directory, w, strictly=True)), None)
-            if owner is not None:
-                why = f"{entry!r} lies inside a directory {owner} may write, which could replace it"
-                _quarantine(registry, record, field_name, why + " with a symlink")
-                break
-
-
-def _quarantine(registry: Registry, record: WorkerRecord, field_name: str, why: str) -> None:
-    error = RegistryError(
-        why,
-        file=registry.source_of(record.worker_id),
-        location=f"privilege_envelope.{field_name}",
-        fix="name a directory apart from the hall's files and from what workers write",
-    )
-    registry.quarantine(error, record.worker_id)
-
-
-def _within(path: Path, directory: Path, *, strictly: bool = False) -> bool:
-    """``path`` is ``directory`` or below it, as written or once resolved."""
-    for a, b in (
-        (os.path.normpath(path), os.path.normpath(directory)),
-        (os.path.realpath(path), os.path.realpath(directory)),
-    ):
-        inside = a == b or a.startswith(b.rstrip(os.sep) + os.sep)
-        if inside and not (strictly and a == b):
-            return True
-    return False
 
 
 def _prepare_workers(

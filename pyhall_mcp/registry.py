@@ -316,6 +316,17 @@ def _inside(path: str, directory: str) -> bool:
     return path == directory or path.startswith(directory.rstrip(os.sep) + os.sep)
 
 
+def _within(path: Path, directory: Path, *, strictly: bool = False) -> bool:
+    """:func:`_inside`, as written or once resolved; ``strictly``: below, not the same."""
+    for a, b in (
+        (os.path.normpath(path), os.path.normpath(directory)),
+        (os.path.realpath(path), os.path.realpath(directory)),
+    ):
+        if _inside(a, b) and not (strictly and a == b):
+            return True
+    return False
+
+
 def _validation_problem(exc: ValidationError, source: str) -> RegistryError:
     first = exc.errors()[0]
     field = ".".join(str(p) for p in first["loc"]) or "(record)"
@@ -660,6 +671,62 @@ class Registry:
             except (OSError, RecursionError):
                 continue  # missing or a loop: confines nothing
         return found
+
+    def quarantine_unsafe_envelopes(
+        self, *, secret: Iterable[Path], config: Iterable[Path]
+    ) -> None:
+        """Quarantine workers whose envelope directories would undo the hall's guarantees.
+
+        A directory may not hold a ``secret`` path (the hall's state: signing key,
+        receipts) nor, to be written, a ``config`` one. And no directory may lie strictly
+        inside one a worker may write: that worker could replace it with a symlink and
+        so widen the other's reach (the checks and the sandbox resolve directories at
+        each call). Needs :meth:`set_hall_dir`.
+        """
+        assert self._hall_dir is not None
+        hall, secret, config = Path(self._hall_dir), list(secret), list(config)
+
+        def directories(record: WorkerRecord) -> list[tuple[str, str, Path]]:
+            envelope = record.privilege_envelope
+            if envelope is None:
+                return []
+            return [
+                (field_name, entry, hall / entry)
+                for field_name, entries in (
+                    ("filesystem_reads", envelope.filesystem_reads),
+                    ("filesystem_writes", envelope.filesystem_writes),
+                )
+                for entry in entries
+            ]
+
+        def refuse(record: WorkerRecord, field_name: str, why: str) -> None:
+            problem = RegistryError(
+                why,
+                file=self.source_of(record.worker_id),
+                location=f"privilege_envelope.{field_name}",
+                fix="name a directory apart from the hall's files and from what workers write",
+            )
+            self.quarantine(problem, record.worker_id)
+
+        for record in self.records:
+            for field_name, entry, directory in directories(record):
+                guarded = secret if field_name == "filesystem_reads" else config
+                if any(_within(path, directory) for path in guarded):
+                    refuse(record, field_name, f"{entry!r} holds the hall's own files")
+                    break
+        writable = [
+            (record.worker_id, directory)
+            for record in self.records
+            for field_name, _, directory in directories(record)
+            if field_name == "filesystem_writes"
+        ]
+        for record in self.records:
+            for field_name, entry, directory in directories(record):
+                owner = next((w for w, d in writable if _within(directory, d, strictly=True)), None)
+                if owner is not None:
+                    why = f"{entry!r} lies inside a directory {owner} may write"
+                    refuse(record, field_name, f"{why}, which could replace it with a symlink")
+                    break
 
     # -- attestation -----------------------------------------------------------------
     def set_attestation(
