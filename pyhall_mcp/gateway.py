@@ -40,6 +40,7 @@ from .hall import (
     readiness_problems,
 )
 from .otel import annotate_current_span, configure_tracing
+from .policy import YamlPolicyEngine
 
 __all__ = ["DENIED_CODE", "HELD_CODE", "Gateway", "build_server", "check_launch", "main"]
 
@@ -651,11 +652,14 @@ def _operator_warnings(hall: Hall) -> list[str]:
 
 def _operator_notes(hall: Hall) -> list[str]:
     """What the operator should know that is no fault: said at start and by --check."""
-    return [
+    notes = [
         f"tool {name} runs unconfined: the kernel has no usable Landlock (runner.sandbox: auto)"
         for name, sandbox in _sandboxes_missing(hall)
         if sandbox == "auto"
     ]
+    if isinstance(hall.policy, YamlPolicyEngine):
+        notes += [f"policy: {notice.describe()}" for notice in hall.policy.notices]
+    return notes
 
 
 def _sandboxes_missing(hall: Hall) -> list[tuple[str, str]]:

@@ -261,16 +261,22 @@ def _launch_origin(path: list[str], overrides: Mapping[str, Any]) -> str | None:
 
 
 def policy_for(
-    layout: HallLayout, settings: HallSettings, records: Iterable[WorkerRecord]
+    layout: HallLayout,
+    settings: HallSettings,
+    records: Iterable[WorkerRecord],
+    withdrawn: Iterable[str] = (),
 ) -> PolicyEngine:
     """The hall's policy engine, its argument conditions checked against these workers' tools.
+
+    Statements may also name the ``withdrawn`` (quarantined) workers: one broken record
+    takes its own tool out of service, not the whole hall.
 
     Relative ``under:`` directories resolve against the hall; relative path
     arguments against the workspace, as the file workers read them.
     """
     from .policy import load_policy_engine
 
-    schemas: dict[str, Mapping[str, Any]] = {}
+    schemas: dict[str, Mapping[str, Any] | None] = dict.fromkeys(withdrawn)
     for record in records:
         if record.tool is not None:
             schemas[record.worker_id] = schemas[record.tool.name] = record.tool.input_schema
@@ -470,7 +476,9 @@ class Hall:
             settings.env in ("prod", "edge") and rules.asks_attestation_in_prod()
         )
         served, failures = _prepare_workers(layout, registry, attest, trusted, inspect_only)
-        policy = policy_for(layout, settings, [item.record for item in served.values()])
+        policy = policy_for(
+            layout, settings, [item.record for item in served.values()], registry.withdrawn
+        )
         return cls(layout, settings, rules, registry, policy, trusted, served, failures)
 
     def check_start(self) -> None:

@@ -159,6 +159,10 @@ _WHEN_KEYS: tuple[str, ...] = (
     "blast_score",
 )
 _TARGET_KEYS = ("worker_id", "tool")  # what an `arguments:` statement must pin down
+
+#: Worker ids and tool names to each tool's input schema; ``None`` for a quarantined
+#: worker, which statements may still name (it cannot be called meanwhile).
+ToolSchemas = Mapping[str, Mapping[str, Any] | None]
 # Context keys whose values are fixed strings for a given kind of call (the
 # tenant and env are fixed at launch, the worker by the tool called): statements
 # are filtered on them once per distinct combination, then cached.
@@ -573,8 +577,8 @@ def _compile_statement(
     order: int,
     where: _Where,
     bases: _Bases,
-    tool_schemas: Mapping[str, Mapping[str, Any]] | None,
-    warnings: list[str],
+    tool_schemas: ToolSchemas | None,
+    notices: list[PolicyError],
 ) -> _Compiled:
     if not isinstance(raw, dict):
         raise where.error("a statement must be a mapping", "see the policy file format")
@@ -598,6 +602,7 @@ def _compile_statement(
 
     static: list[tuple[str, Predicate]] = []
     checks: list[tuple[bool, str, Predicate]] = []
+    withdrawn: list[str] = []
     index: tuple[str, tuple[str, ...]] | None = None
     for key, spec in stmt.when.items():
         here = where.at(f"when.{key}")
@@ -615,8 +620,19 @@ def _compile_statement(
         if key in _TARGET_KEYS and targets and tool_schemas is not None:
             unknown = [t for t in targets if t not in tool_schemas]
             if unknown and not stmt.arguments:
-                warnings.append(f"{here.file}: {here.location}: no enrolled {key} {unknown}")
+                notices.append(
+                    here.error(f"no enrolled {key} {unknown}", "fix the name or enroll the worker")
+                )
+            withdrawn += [t for t in targets if t in tool_schemas and tool_schemas[t] is None]
 
+    if withdrawn:
+        notices.append(
+            where.error(
+                f"names the quarantined {' and '.join(dict.fromkeys(withdrawn))}: it applies "
+                "once the record is mended",
+                "mend that worker's record; its quarantine message says how",
+            )
+        )
     if stmt.arguments:
         _check_argument_targets(stmt, where, tool_schemas)
     for name, spec in stmt.arguments.items():
@@ -641,7 +657,7 @@ def _compile_statement(
 
 
 def _check_argument_targets(
-    stmt: _Statement, where: _Where, tool_schemas: Mapping[str, Mapping[str, Any]] | None
+    stmt: _Statement, where: _Where, tool_schemas: ToolSchemas | None
 ) -> None:
     targets: list[str] = []
     for key in _TARGET_KEYS:
@@ -662,6 +678,8 @@ def _check_argument_targets(
         return
     for target in targets:
         schema = tool_schemas.get(target)
+        if schema is None and target in tool_schemas:
+            continue  # quarantined: it cannot be called, and its schema is not to be trusted
         if schema is None:
             raise where.error(
                 f"{target!r} is not an enrolled worker or tool",
@@ -712,9 +730,13 @@ class YamlPolicyEngine:
     in precedence order; a call then only checks blast score and arguments.
     """
 
-    def __init__(self, statements: Sequence[_Compiled], *, warnings: Sequence[str] = ()) -> None:
+    def __init__(
+        self, statements: Sequence[_Compiled], *, notices: Sequence[PolicyError] = ()
+    ) -> None:
         self._statements = tuple(sorted(statements, key=lambda s: s.order))
-        self.warnings = list(warnings)
+        #: What loads but looks wrong: statements naming unknown or quarantined workers.
+        self.notices = tuple(notices)
+        self.warnings = [notice.describe() for notice in notices]
         self.version = digest(
             {
                 "engine": "pyhall-yaml/1",
@@ -741,7 +763,7 @@ class YamlPolicyEngine:
         paths_or_dir: str | Path | Iterable[str | Path],
         *,
         base_dir: str | Path,
-        tool_schemas: Mapping[str, Mapping[str, Any]] | None = None,
+        tool_schemas: ToolSchemas | None = None,
         path_base: str | Path | None = None,
     ) -> YamlPolicyEngine:
         """Load, validate and compile policy files; any problem is a ``PolicyError``.
@@ -749,8 +771,8 @@ class YamlPolicyEngine:
         ``base_dir`` (the hall directory) anchors relative ``under`` directories;
         ``path_base`` (the hall's workspace; default ``base_dir``) anchors relative
         path arguments, as the file workers resolve them. ``tool_schemas`` maps
-        worker ids and tool names to the tool's JSON input schema; with it,
-        argument conditions are checked against the schemas.
+        worker ids and tool names to the tool's JSON input schema (``None`` for a
+        quarantined worker); with it, argument conditions are checked against them.
         """
         if isinstance(paths_or_dir, (str, Path)) and Path(paths_or_dir).is_dir():
             files = _yaml_files(Path(paths_or_dir))
@@ -769,18 +791,16 @@ class YamlPolicyEngine:
         documents: Sequence[tuple[str, Any]],
         *,
         base_dir: str | Path,
-        tool_schemas: Mapping[str, Mapping[str, Any]] | None = None,
+        tool_schemas: ToolSchemas | None = None,
         path_base: str | Path | None = None,
     ) -> YamlPolicyEngine:
         """Validate and compile parsed policy documents, each given with its source name."""
         bases = _bases(base_dir, path_base)
-        warnings: list[str] = []
+        notices: list[PolicyError] = []
         compiled: list[_Compiled] = []
         seen: dict[str, str] = {}
         for source, doc in documents:
-            for stmt in _compile_document(
-                source, doc, len(compiled), bases, tool_schemas, warnings
-            ):
+            for stmt in _compile_document(source, doc, len(compiled), bases, tool_schemas, notices):
                 if stmt.id in seen:
                     raise PolicyError(
                         f"duplicate statement id {stmt.id!r} (also in {seen[stmt.id]})",
@@ -790,7 +810,7 @@ class YamlPolicyEngine:
                     )
                 seen[stmt.id] = source
                 compiled.append(stmt)
-        return cls(compiled, warnings=warnings)
+        return cls(compiled, notices=notices)
 
     @classmethod
     def from_statements(
@@ -798,7 +818,7 @@ class YamlPolicyEngine:
         statements: Sequence[Mapping[str, Any]],
         *,
         base_dir: str | Path,
-        tool_schemas: Mapping[str, Mapping[str, Any]] | None = None,
+        tool_schemas: ToolSchemas | None = None,
         path_base: str | Path | None = None,
         source: str = "<statements>",
     ) -> YamlPolicyEngine:
@@ -900,8 +920,8 @@ def _compile_document(
     doc: Any,
     first_order: int,
     bases: _Bases,
-    tool_schemas: Mapping[str, Mapping[str, Any]] | None,
-    warnings: list[str],
+    tool_schemas: ToolSchemas | None,
+    notices: list[PolicyError],
 ) -> list[_Compiled]:
     fix = "a policy file is `{policies: [...]}` with an optional `default: deny`"
     if not isinstance(doc, dict):
@@ -922,7 +942,7 @@ def _compile_document(
             where=_Where(source, f"policies[{i}]"),
             bases=bases,
             tool_schemas=tool_schemas,
-            warnings=warnings,
+            notices=notices,
         )
         for i, raw in enumerate(parsed.policies)
     ]
@@ -937,7 +957,7 @@ def load_policy_engine(
     policies_dir: str | Path,
     *,
     base_dir: str | Path,
-    tool_schemas: Mapping[str, Mapping[str, Any]] | None = None,
+    tool_schemas: ToolSchemas | None = None,
     path_base: str | Path | None = None,
 ) -> PolicyEngine:
     """The engine for a hall's ``policies/`` directory.

@@ -47,7 +47,7 @@ from typing import Any
 from ._yaml import MAX_DOCUMENT_BYTES, read_regular_file
 from .canonical import digest
 from .errors import PolicyError
-from .policy import PolicyResult
+from .policy import PolicyResult, ToolSchemas
 
 __all__ = ["ACTION", "CedarPolicyEngine"]
 
@@ -132,7 +132,7 @@ class CedarPolicyEngine:
         paths_or_dir: str | Path | Iterable[str | Path],
         *,
         base_dir: str | Path,
-        tool_schemas: Mapping[str, Mapping[str, Any]] | None = None,
+        tool_schemas: ToolSchemas | None = None,
         path_base: str | Path | None = None,
     ) -> CedarPolicyEngine:
         """Load ``*.cedar`` files and their schema; any problem is a ``PolicyError``.

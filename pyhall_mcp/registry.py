@@ -362,6 +362,7 @@ class Registry:
         self._path_base: str | None = None  # relative path arguments resolve here
         self._attested: dict[str, tuple[str, Callable[[], str | None]]] = {}
         self.problems: list[RegistryError] = []
+        self._withdrawn: set[str] = set()  # ids and tool names of quarantined records
         if registry_dir is not None:
             self.load_dir(registry_dir)
 
@@ -394,9 +395,12 @@ class Registry:
                 )
             files.extend(found[:1])
         for path in files:
+            document: Any = None
             try:
-                self.enroll(load_document(path), source=str(path), base_dir=path.parent)
+                document = load_document(path)
+                self.enroll(document, source=str(path), base_dir=path.parent)
             except ConfigError as exc:
+                self._withdrawn.update(_names_in(document))
                 self.quarantine(
                     exc
                     if isinstance(exc, RegistryError)
@@ -409,9 +413,22 @@ class Registry:
     def quarantine(self, problem: RegistryError, worker_id: str | None = None) -> None:
         """Record ``problem`` (said on stderr); withdraw ``worker_id`` when it is enrolled."""
         if worker_id is not None:
+            record = self._records.get(worker_id)
+            if record is not None and record.tool is not None:
+                self._withdrawn.add(record.tool.name)
+            self._withdrawn.add(worker_id)
             self.remove(worker_id)
         self.problems.append(problem)
         print(f"pyhall: worker quarantined: {problem.describe()}", file=sys.stderr)
+
+    @property
+    def withdrawn(self) -> frozenset[str]:
+        """Worker ids and tool names of quarantined records that no served worker holds.
+
+        Policy statements may name them: such a worker cannot be called, so a
+        statement about it is moot until its record is mended (and the hall reloaded).
+        """
+        return frozenset(self._withdrawn - self._records.keys() - self._by_tool.keys())
 
     def enroll(
         self,
@@ -455,9 +472,9 @@ class Registry:
                             file=self._sources.get(other.worker_id),
                             location="tool.name",
                             fix="give each tool a unique name",
-                        )
+                        ),
+                        other.worker_id,
                     )
-                    self.remove(other.worker_id)
                 raise RegistryError(
                     f"tool name {name!r} is claimed by more than one worker; neither is served",
                     file=source,
@@ -783,6 +800,15 @@ class Registry:
             "tools": sorted(self._by_tool),
             "quarantined": [p.describe() for p in self.problems],
         }
+
+
+def _names_in(document: Any) -> set[str]:
+    """The worker id and tool name a record (valid or not) says it has."""
+    if not isinstance(document, Mapping):
+        return set()
+    tool = document.get("tool")
+    names = {document.get("worker_id"), tool.get("name") if isinstance(tool, Mapping) else None}
+    return {name for name in names if isinstance(name, str)}
 
 
 def _hash_file(path: Path) -> str | None:

@@ -192,6 +192,53 @@ def test_validate_reports_a_missing_workspace(hall: Path, tmp_path: Path) -> Non
     assert problem["file"] == str(copy / "hall.yaml") and problem["fix"]
 
 
+def test_one_broken_record_takes_out_its_tool_not_the_hall(hall: Path, tmp_path: Path) -> None:
+    # The demo policies hold the deleter's calls with argument conditions; with its record
+    # quarantined they name a worker that is not served: the rest of the hall still serves.
+    copy = tmp_path / "copy"
+    shutil.copytree(hall, copy, ignore=shutil.ignore_patterns(".pyhall"))
+    record = copy / "workers" / "file-deleter" / "worker.yaml"
+    record.write_text(record.read_text().replace("risk_tier: high", "risk_tier: extreme"))
+
+    result = pyhall("validate", "--hall", str(copy), "--json")
+    problems = as_json(result)["problems"]
+    [error] = [p for p in problems if p["severity"] == "error"]
+    assert error["file"] == str(record) and error["location"] == "risk_tier"
+    notices = [p for p in problems if "quarantined org.demo.file-deleter" in p["message"]]
+    assert [p["location"].partition(" ")[2] for p in notices] == [
+        "(id: pol.demo.delete-needs-human)",
+        "(id: pol.demo.delete-outside-workspace)",
+    ]
+    assert all(p["severity"] == "warning" and p["file"].endswith("files.yaml") for p in notices)
+
+    check = subprocess.run(
+        [sys.executable, "-m", "pyhall_mcp.gateway", "--hall", str(copy), "--check"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert check.returncode == 1  # the quarantine is a problem; the policy a note
+    assert "4 tools" in check.stderr and "1 problem(s)" in check.stderr
+    assert "note: policy:" in check.stderr and "refusing to start" not in check.stderr
+
+    called = pyhall("call", "greet", "--args", '{"name": "Ada"}', "--hall", str(copy), "--json")
+    assert called.returncode == 0, called.stderr
+    gone = pyhall("call", "delete_file", "--args", '{"path": "x"}', "--hall", str(copy))
+    assert gone.returncode != 0 and "delete_file" in gone.stdout + gone.stderr
+    no_traceback(gone)
+
+
+def test_a_policy_naming_a_worker_nobody_enrolled_still_refuses(hall: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "copy"
+    shutil.copytree(hall, copy, ignore=shutil.ignore_patterns(".pyhall"))
+    policy = copy / "policies" / "files.yaml"
+    policy.write_text(policy.read_text().replace("org.demo.file-deleter", "org.demo.file-delter"))
+    result = pyhall("validate", "--hall", str(copy), "--json")
+    assert result.returncode == 1
+    [error] = [p for p in as_json(result)["problems"] if p["severity"] == "error"]
+    assert "'org.demo.file-delter' is not an enrolled worker or tool" in error["message"]
+
+
 def test_validate_fixtures_and_goldens(tmp_path: Path) -> None:
     rules = tmp_path / "rules.json"
     rules.write_text(

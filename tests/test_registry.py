@@ -75,6 +75,35 @@ def test_one_bad_record_is_quarantined_and_the_good_ones_load(
     assert registry.summary()["quarantined"] == [problem.describe()]
 
 
+def test_quarantined_records_are_withdrawn_by_id_and_tool_name(tmp_path: Path) -> None:
+    _write_worker(tmp_path, "alpha", _record("alpha"))
+    _write_worker(tmp_path, "broken", _record("broken", risk_tier="extreme"))
+    _write_worker(tmp_path, "one", _record("one", tool=_record("clash")["tool"]))
+    _write_worker(tmp_path, "two", _record("two", tool=_record("clash")["tool"]))
+    (tmp_path / "garbled").mkdir()
+    (tmp_path / "garbled" / "worker.yaml").write_text("worker_id: [unclosed\n")
+    registry = Registry.load(tmp_path)
+    assert [r.worker_id for r in registry.records] == ["org.acme.alpha"]
+    assert registry.withdrawn == {
+        "org.acme.broken",
+        "broken_tool",
+        "org.acme.one",
+        "org.acme.two",
+        "clash_tool",
+    }
+    registry.quarantine(RegistryError("its runner cannot be built"), "org.acme.alpha")
+    assert "org.acme.alpha" in registry.withdrawn and "alpha_tool" in registry.withdrawn
+
+
+def test_a_served_name_is_never_withdrawn(tmp_path: Path) -> None:
+    # A broken copy claiming a served worker's id must not mark the served one withdrawn.
+    _write_worker(tmp_path, "alpha", _record("alpha"))
+    _write_worker(tmp_path, "beta", _record("alpha", risk_tier="extreme"))
+    registry = Registry.load(tmp_path)
+    assert [r.worker_id for r in registry.records] == ["org.acme.alpha"]
+    assert registry.withdrawn == frozenset()
+
+
 @pytest.mark.parametrize(
     ("edit", "field"),
     [

@@ -47,7 +47,7 @@ def _engine(hall: Path) -> Any:
         else HallSettings()
     )
     registry = Registry.load(layout.workers_dir) if layout.workers_dir.is_dir() else Registry()
-    return policy_for(layout, settings, registry.records)
+    return policy_for(layout, settings, registry.records, registry.withdrawn)
 
 
 def run_show(args: argparse.Namespace) -> int:

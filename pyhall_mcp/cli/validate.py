@@ -156,10 +156,10 @@ def check_hall(root: Path) -> list[Problem]:
 
 def _check_policies(layout: Any, settings: Any, registry: Any) -> list[Problem]:
     from ..hall import policy_for
-    from ..policy import NoPolicyEngine, policy_test_files, run_policy_tests
+    from ..policy import NoPolicyEngine, YamlPolicyEngine, policy_test_files, run_policy_tests
 
     try:
-        engine = policy_for(layout, settings, registry.records)
+        engine = policy_for(layout, settings, registry.records, registry.withdrawn)
     except ConfigError as exc:
         return [Problem.of(exc)]
     if isinstance(engine, NoPolicyEngine):
@@ -173,6 +173,8 @@ def _check_policies(layout: Any, settings: Any, registry: Any) -> list[Problem]:
             )
         ]
     problems = []
+    if isinstance(engine, YamlPolicyEngine):
+        problems += [Problem.of(notice, "warning") for notice in engine.notices]
     for cases in policy_test_files(layout.policies_dir):
         try:
             report = run_policy_tests(engine, cases)
