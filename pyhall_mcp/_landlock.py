@@ -25,6 +25,7 @@ __all__ = [
     "LAUNCHER",
     "LAUNCHER_FAILED",
     "MIN_ABI",
+    "NETWORK_READS",
     "RUNTIME_WRITES",
     "abi_version",
     "build_ruleset",
@@ -35,6 +36,19 @@ __all__ = [
 MIN_ABI = 3
 #: Files any worker may write (file rights only).
 RUNTIME_WRITES = ("/dev/null",)
+#: What name resolution and TLS read: granted to a worker whose envelope allows egress.
+NETWORK_READS = (
+    "/etc/resolv.conf",  # often a link into /run/systemd/resolve: the rule follows it
+    "/etc/hosts",
+    "/etc/host.conf",
+    "/etc/nsswitch.conf",
+    "/etc/gai.conf",
+    "/etc/services",
+    "/etc/protocols",
+    "/etc/ssl",
+    "/etc/pki",
+    "/etc/ca-certificates",
+)
 
 _CREATE_RULESET, _ADD_RULE = 444, 445  # the same number on every architecture
 _CREATE_RULESET_VERSION = 1

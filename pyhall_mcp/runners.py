@@ -30,6 +30,7 @@ import re
 import shutil
 import signal
 import sys
+import tempfile
 import time
 import traceback
 import types
@@ -602,27 +603,53 @@ class SubprocessRunner(Runner):
             payload = json.dumps(document, ensure_ascii=False, allow_nan=False).encode() + b"\n"
         except (TypeError, ValueError, RecursionError) as exc:
             return _failure("error", started, "arguments are not JSON", repr(exc))
-        argv: list[str] = self.argv
-        ruleset: int | None = None
         if self.sandbox != "none" and (abi := landlock_abi()):
-            try:
-                ruleset = _landlock.build_ruleset(
-                    abi,
-                    [*_landlock.runtime_directories(), str(self.cwd), *self.reads],
-                    [*_landlock.RUNTIME_WRITES, *self.writes],
-                    tcp=self.tcp,
+            # A sandboxed worker cannot reach /tmp: it gets a temporary directory of its
+            # own for the call, named in TMPDIR, and removed with whatever it holds.
+            with tempfile.TemporaryDirectory(
+                prefix="pyhall-worker-", ignore_cleanup_errors=True
+            ) as tmp:
+                try:
+                    ruleset = _landlock.build_ruleset(
+                        abi,
+                        [
+                            *_landlock.runtime_directories(),
+                            *(_landlock.NETWORK_READS if self.tcp else ()),
+                            str(self.cwd),
+                            *self.reads,
+                        ],
+                        [*_landlock.RUNTIME_WRITES, tmp, *self.writes],
+                        tcp=self.tcp,
+                    )
+                except OSError as exc:
+                    return _failure("error", started, "the worker's sandbox failed", repr(exc))
+                launcher = [sys.executable, "-I", "-S", "-c", _landlock.LAUNCHER, str(ruleset)]
+                return await self._run_process(
+                    [*launcher, *self.argv], payload, started, timeout_s, progress, ruleset, tmp
                 )
-            except OSError as exc:
-                return _failure("error", started, "the worker's sandbox failed", repr(exc))
-            argv = [sys.executable, "-I", "-S", "-c", _landlock.LAUNCHER, str(ruleset), *argv]
-        elif self.sandbox == "landlock":
+        if self.sandbox == "landlock":
             return _failure("error", started, _NO_LANDLOCK, "")
-        sandboxed = ruleset is not None
+        return await self._run_process(self.argv, payload, started, timeout_s, progress)
+
+    async def _run_process(
+        self,
+        argv: list[str],
+        payload: bytes,
+        started: int,
+        timeout_s: float,
+        progress: ProgressFn | None,
+        ruleset: int | None = None,
+        tmp: str | None = None,
+    ) -> WorkerResult:
+        """Run ``argv`` (behind the sandbox's launcher when ``ruleset`` is given)."""
+        env = self.environment()
+        if tmp is not None:
+            env["TMPDIR"] = tmp
         try:
             process = await anyio.open_process(
                 argv,
                 cwd=self.cwd,
-                env=self.environment(),
+                env=env,
                 start_new_session=True,  # its own process group, killed as one
                 pass_fds=() if ruleset is None else (ruleset,),
             )
@@ -658,7 +685,7 @@ class SubprocessRunner(Runner):
             return _failure("error", started, message, tail)
         if returncode == 0 and "result" in terminal:
             return WorkerResult("ok", terminal["result"], None, _elapsed_us(started), tail)
-        if sandboxed and returncode == _landlock.LAUNCHER_FAILED and not terminal:
+        if ruleset is not None and returncode == _landlock.LAUNCHER_FAILED and not terminal:
             return _failure("error", started, "the worker's sandbox could not be applied", tail)
         return _failure("error", started, _exit_message(returncode, "result" in terminal), tail)
 

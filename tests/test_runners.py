@@ -582,6 +582,31 @@ async def test_a_sandboxed_worker_cannot_truncate_or_make_devices_and_may_use_de
     assert seen["device"].startswith("refused:") and not (out / "device").exists()
 
 
+@needs_landlock
+async def test_a_sandboxed_worker_has_a_temporary_directory_of_its_own_for_the_call() -> None:
+    runner = _sub("prober", sandbox="landlock")
+    made = []
+    for _ in range(2):
+        result = await runner.run({"tempfile": True}, _context(), timeout_s=20)
+        assert result.status == "ok", result.error
+        made.append(Path(result.value["tempfile"]))
+    assert all(p.parent.name.startswith("pyhall-worker-") for p in made)
+    assert made[0].parent != made[1].parent  # one per call
+    assert not any(p.parent.exists() for p in made)  # removed with what it held
+
+
+@needs_landlock
+@pytest.mark.parametrize(("tcp", "expected"), [(True, "read"), (False, "refused:13")])
+async def test_a_sandboxed_worker_reads_name_resolution_files_only_with_egress(
+    tcp: bool, expected: str
+) -> None:
+    hosts = Path("/etc/hosts")
+    if not hosts.is_file():
+        pytest.skip("no /etc/hosts here")
+    seen = await _probe(_sub("prober", sandbox="landlock", tcp=tcp), read=[hosts], write=[])
+    assert seen == {"hosts": expected}
+
+
 def test_landlock_before_abi_3_is_no_sandbox(monkeypatch: pytest.MonkeyPatch) -> None:
     import pyhall_mcp._landlock as landlock
 
