@@ -519,7 +519,7 @@ def _parse_payload(payload: str) -> dict[str, Any]:
     """Parse a signed payload and check its chain fields' shape."""
     try:
         body = json.loads(payload)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise _Broken("record is not valid JSON (torn or corrupted)") from None
     if not isinstance(body, dict):
         raise _Broken("record is not a JSON object")
@@ -540,7 +540,7 @@ def _check_hash(body: dict[str, Any], stored_hash: str | None = None) -> None:
     del hashed["receipt_hash"]
     try:
         receipt_hash = hashlib.sha256(canonical_json(hashed)).hexdigest()
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, RecursionError) as exc:
         raise _Broken(f"record cannot be canonicalised: {exc}") from None
     if receipt_hash != body["receipt_hash"]:
         raise _Broken("receipt_hash does not match the record's contents (record was altered)")
@@ -783,8 +783,18 @@ class ReceiptLog:
             raise
         try:
             log._recover()
+            # Receipts left unsigned by a crash get their checkpoint now, not 30 s from now.
+            log._maybe_checkpoint(force=True)
             log._thread.start()
             if log._head_key is not None and log._head_key != key.key_id:
+                logger.warning(
+                    "the hall's signing key changed: receipts were signed by %s, now by %s "
+                    "(a key_rotation receipt records it). If no operator rotated it, someone "
+                    "wrote to %s: verify with a keyring kept elsewhere",
+                    log._head_key,
+                    key.key_id,
+                    layout.state_dir,
+                )
                 log.record_sync(
                     {"kind": "key_rotation", "old_key_id": log._head_key, "new_key_id": key.key_id}
                 )
@@ -1308,12 +1318,14 @@ class _ChainWalk:
     def _check_checkpoint(self, checkpoint: Checkpoint, head_hash: str) -> None:
         if checkpoint.root != self.tree.root().hex():
             raise _Broken(
-                f"checkpoint line {checkpoint.line} (size {checkpoint.size}): the Merkle root of "
-                "the first receipts differs from the signed one (history was rewritten)"
+                f"{checkpoint.source}: checkpoint line {checkpoint.line} (size {checkpoint.size}): "
+                "the Merkle root of the first receipts differs from the signed one (history "
+                "was rewritten)"
             )
         if checkpoint.head_hash != head_hash:
             raise _Broken(
-                f"checkpoint line {checkpoint.line}: head_hash differs from this receipt's hash"
+                f"{checkpoint.source}: checkpoint line {checkpoint.line}: head_hash differs from "
+                "this receipt's hash"
             )
 
 
@@ -1322,29 +1334,45 @@ def verify_log(
     *,
     keyring: Keyring | None = None,
     store: ReceiptStore | None = None,
+    anchors: Path | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> VerifyReport:
     """Verify the whole receipt log and its checkpoints; never needs the private key.
 
     ``keyring`` defaults to the hall's receipt keyring (``layout.receipt_keyring``);
-    pass a copy kept elsewhere to avoid trusting the state directory.
+    pass a copy kept elsewhere to avoid trusting the state directory. ``anchors`` is
+    a file of checkpoint lines kept outside it (a copy of ``checkpoints.jsonl``, or
+    some of its lines): with it, a log cut or rolled back together with its own
+    checkpoints is still caught.
     """
     ring = keyring if keyring is not None else Keyring.load(layout.receipt_keyring)
-    try:
-        checkpoints, warnings = read_checkpoints(layout.checkpoints)
-    except ValueError as exc:
-        return VerifyReport(False, 0, None, _problem(None, None, str(exc)))
-    latest = checkpoints[-1] if checkpoints else None
-    problem = _check_checkpoints(checkpoints, ring)
-    if problem is not None:
-        return VerifyReport(False, 0, latest.size if latest else None, problem)
+    warnings: list[str] = []
+    checkpoints: list[Checkpoint] = []
+    problem: dict[str, Any] | None = None
+    for path in (layout.checkpoints, anchors):
+        if path is None:
+            continue
+        try:
+            found, torn = read_checkpoints(path)
+        except (OSError, ValueError) as exc:
+            problem = problem or _problem(None, None, str(exc))
+            continue
+        if path == anchors and not found:
+            problem = problem or _problem(None, None, f"{path}: holds no checkpoint")
+        warnings += torn
+        valid, bad = _check_checkpoints(found, ring)
+        checkpoints += valid
+        problem = problem or bad
+    latest = max(checkpoints, key=lambda c: c.size, default=None)
 
+    walk = _ChainWalk(checkpoints)
     owned = store is None
-    if store is None and layout.audit_db.exists():
-        store = SQLiteReceiptStore(layout.audit_db, readonly=True)
     try:
-        walk = _ChainWalk(checkpoints)
+        if store is None and layout.audit_db.exists():
+            store = SQLiteReceiptStore(layout.audit_db, readonly=True)
         error = _walk(store, walk, ring, progress) if store is not None else None
+    except (AuditError, sqlite3.Error, OSError) as exc:  # not a log this hall can read
+        error = _problem(walk.expected, None, f"the audit log cannot be read: {exc}")
     finally:
         if owned and store is not None:
             store.close()
@@ -1356,37 +1384,45 @@ def verify_log(
         error = _problem(
             count + 1,
             None,
-            f"receipt seq {count + 1} is missing: checkpoint line {latest.line} covers "
-            f"{latest.size} receipts but the log ends at seq {count} (its tail was truncated)",
+            f"receipt seq {count + 1} is missing: checkpoint line {latest.line} of "
+            f"{latest.source} covers {latest.size} receipts but the log ends at seq {count} "
+            "(its tail was truncated, or the log rolled back)",
         )
-    if error is None and latest is None and count:
-        warnings.append("no checkpoint yet: truncation of the log's tail cannot be detected")
+    covered = latest.size if latest is not None else 0
+    if error is None and count > covered:
+        warnings.append(
+            f"receipts {covered + 1} to {count} are covered by no checkpoint yet: cutting "
+            "them would go unseen (the gateway signs one every checkpoint_every receipts "
+            "or checkpoint_interval_s, and when it starts and stops)"
+        )
     return VerifyReport(
-        ok=error is None,
+        ok=problem is None and error is None,
         count=count,
         checkpoint_size=latest.size if latest else None,
-        first_error=error,
+        first_error=problem or error,
         head_hash=walk.prev_hash,
         key_ids=walk.key_ids,
         warnings=warnings,
     )
 
 
-def _check_checkpoints(checkpoints: list[Checkpoint], keyring: Keyring) -> dict[str, Any] | None:
-    """Every checkpoint is signed by a trusted receipt key, and sizes never go down."""
+def _check_checkpoints(
+    checkpoints: list[Checkpoint], keyring: Keyring
+) -> tuple[list[Checkpoint], dict[str, Any] | None]:
+    """The checkpoints before the first that is not signed by a trusted receipt key or
+    whose size goes down, and that one's problem."""
     previous = 0
-    for checkpoint in checkpoints:
-        where = f"checkpoint line {checkpoint.line}"
+    for index, checkpoint in enumerate(checkpoints):
+        where = f"{checkpoint.source}: checkpoint line {checkpoint.line}"
         try:
             checkpoint.verify(keyring)
         except SigningError as exc:
-            return _problem(checkpoint.size, None, f"{where}: {exc.message}")
-        except OverflowError:
-            return _problem(checkpoint.size, None, f"{where}: at_us is out of range")
+            return checkpoints[:index], _problem(None, None, f"{where}: {exc.message}")
         if checkpoint.size < previous:
-            return _problem(checkpoint.size, None, f"{where}: size went down from {previous}")
+            problem = f"{where}: size went down from {previous}"
+            return checkpoints[:index], _problem(None, None, problem)
         previous = checkpoint.size
-    return None
+    return checkpoints, None
 
 
 def _chunks(records: Iterator[StoredRecord]) -> Iterator[list[StoredRecord]]:
@@ -1438,7 +1474,9 @@ def _place(
         try:
             walk.step(summary)
         except _Broken as exc:
-            return _problem(walk.expected, summary[1], str(exc))
+            # A gap is named by the seq that is missing, which has no receipt id.
+            receipt_id = summary[1] if summary[0] == walk.expected else None
+            return _problem(walk.expected, receipt_id, str(exc))
     if problem is not None:
         try:
             walk.check_seq(problem["seq"])  # a gap before the bad record comes first

@@ -101,10 +101,11 @@ class MerkleFrontier:
 
 @dataclass(frozen=True)
 class Checkpoint:
-    """One parsed checkpoint line; ``line`` is its 1-based line number in the file."""
+    """One parsed checkpoint line; ``line`` is its 1-based line number in ``source``."""
 
     body: dict[str, Any]
     line: int
+    source: str = "checkpoints"
 
     @property
     def size(self) -> int:
@@ -133,12 +134,13 @@ class Checkpoint:
             signature = b64decode(self.body["signature"])
         except ValueError:
             raise SigningError("checkpoint signature is not base64") from None
+        try:
+            message = pae(CHECKPOINT_PAYLOAD_TYPE, canonical_json(unsigned))
+            when = time_of_us(self.body["at_us"])
+        except (ValueError, OverflowError, RecursionError) as exc:  # e.g. at_us of 10**30
+            raise SigningError(f"checkpoint cannot be checked: {exc}") from None
         keyring.verify(
-            self.body["signing_key_id"],
-            pae(CHECKPOINT_PAYLOAD_TYPE, canonical_json(unsigned)),
-            signature,
-            purpose="receipts",
-            when=time_of_us(self.body["at_us"]),
+            self.body["signing_key_id"], message, signature, purpose="receipts", when=when
         )
 
 
@@ -214,12 +216,12 @@ def read_checkpoints(path: Path) -> tuple[list[Checkpoint], list[str]]:
     for number, raw in enumerate(lines[:-1], start=1):
         try:
             body = json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise ValueError(f"{path}:{number}: not a JSON checkpoint") from None
         problem = _shape_problem(body)
         if problem:
             raise ValueError(f"{path}:{number}: {problem}")
-        checkpoints.append(Checkpoint(body, number))
+        checkpoints.append(Checkpoint(body, number, path.name))
     return checkpoints, warnings
 
 

@@ -835,6 +835,114 @@ def test_verify_with_a_keyring_kept_elsewhere(layout: HallLayout, log30: list[Re
     assert not report.ok and "not in the keyring" in report.first_error["problem"]
 
 
+def _cut_log_and_checkpoints(layout: HallLayout, keep: int) -> None:
+    """What an attacker who can write the state directory does to hide the last receipts."""
+    with db(layout) as conn:
+        conn.execute("DELETE FROM receipts WHERE seq > ?", (keep,))
+    lines = layout.checkpoints.read_text().splitlines(keepends=True)
+    layout.checkpoints.write_text("".join(x for x in lines if json.loads(x)["size"] <= keep))
+
+
+def test_a_cut_of_log_and_checkpoints_is_caught_by_checkpoints_kept_elsewhere(
+    layout: HallLayout, log30: list[Receipt], tmp_path: Path
+) -> None:
+    kept = tmp_path / "elsewhere.jsonl"
+    kept.write_text(layout.checkpoints.read_text().splitlines(keepends=True)[-1])
+    _cut_log_and_checkpoints(layout, 20)
+    assert verify_log(layout).ok  # the state directory alone cannot tell
+    report = verify_log(layout, anchors=kept)
+    assert not report.ok and report.count == 20
+    assert report.first_error["seq"] == 21
+    assert "elsewhere.jsonl covers 30 receipts" in report.first_error["problem"]
+
+
+def test_checkpoints_kept_elsewhere_must_be_signed_and_match(
+    layout: HallLayout, log30: list[Receipt], tmp_path: Path
+) -> None:
+    kept = tmp_path / "kept.jsonl"
+    doctored = json.loads(layout.checkpoints.read_text().splitlines()[0])
+    doctored["size"] = 9
+    kept.write_text(json.dumps(doctored) + "\n")
+    report = verify_log(layout, anchors=kept)
+    assert not report.ok and report.first_error["seq"] is None
+    assert "kept.jsonl: checkpoint line 1" in report.first_error["problem"]
+    kept.write_text("")
+    report = verify_log(layout, anchors=kept)
+    assert not report.ok and "holds no checkpoint" in report.first_error["problem"]
+
+
+def test_receipts_no_checkpoint_covers_yet_are_named(layout: HallLayout) -> None:
+    write_log(layout, 12, checkpoint_every=5)
+    _cut_log_and_checkpoints(layout, 12)  # keep the log; drop the closing checkpoint
+    lines = layout.checkpoints.read_text().splitlines(keepends=True)
+    layout.checkpoints.write_text("".join(lines[:2]))  # sizes 5 and 10
+    report = verify_log(layout)
+    assert report.ok and report.checkpoint_size == 10
+    assert any("receipts 11 to 12 are covered by no checkpoint" in w for w in report.warnings)
+
+
+def test_reopening_signs_a_checkpoint_for_what_a_crash_left_unsigned(layout: HallLayout) -> None:
+    write_log(layout, 7, checkpoint_every=100)
+    layout.checkpoints.unlink()  # as if the gateway died before its closing checkpoint
+    with ReceiptLog.open(layout, checkpoint_interval_s=3600):
+        lines = layout.checkpoints.read_text().splitlines()  # before any close
+    assert [json.loads(x)["size"] for x in lines] == [7]
+
+
+def test_a_gap_names_the_missing_seq_not_the_next_receipt(
+    layout: HallLayout, log30: list[Receipt]
+) -> None:
+    with db(layout) as conn:
+        conn.execute("DELETE FROM receipts WHERE seq = 5")
+    error = first_error(layout)
+    assert error["seq"] == 5 and error["receipt_id"] is None
+
+
+def test_a_bad_checkpoint_still_lets_the_receipts_be_counted(
+    layout: HallLayout, log30: list[Receipt]
+) -> None:
+    lines = layout.checkpoints.read_text().splitlines()
+    doctored = json.loads(lines[0])
+    doctored["at_us"] = 10**30  # beyond RFC 8785's integers and any date
+    layout.checkpoints.write_text("\n".join([json.dumps(doctored), *lines[1:]]) + "\n")
+    report = verify_log(layout)
+    assert not report.ok and report.count == 30
+    assert report.first_error["seq"] is None
+    assert (
+        "checkpoints.jsonl: checkpoint line 1: checkpoint cannot be checked"
+        in (report.first_error["problem"])
+    )
+
+
+@pytest.mark.parametrize(
+    ("damage", "expected"),
+    [
+        ("UPDATE receipts SET payload = ? WHERE seq = 4", "not valid JSON"),
+        ("DROP TABLE receipts", "cannot be read"),
+        ("PRAGMA user_version = 99", "cannot be read"),
+    ],
+)
+def test_any_damage_is_a_verdict_not_a_crash(
+    layout: HallLayout, log30: list[Receipt], damage: str, expected: str
+) -> None:
+    conn = db(layout)
+    conn.execute(damage, ("[" * 100_000 + "]" * 100_000,) if "?" in damage else ())
+    conn.close()
+    error = first_error(layout)
+    assert expected in error["problem"]
+
+
+def test_a_changed_signing_key_is_said_at_open(
+    layout: HallLayout, log30: list[Receipt], caplog: pytest.LogCaptureFixture
+) -> None:
+    layout.signing_key.unlink()
+    with caplog.at_level("WARNING", logger="pyhall_mcp.audit"):
+        ReceiptLog.open(layout).close()
+    assert "the hall's signing key changed" in caplog.text
+    report = verify_log(layout)
+    assert report.ok and len(report.key_ids) == 2
+
+
 def test_verify_reports_progress(layout: HallLayout) -> None:
     write_log(layout, 1500, max_batch=512)
     calls: list[tuple[int, int]] = []

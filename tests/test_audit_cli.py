@@ -160,6 +160,45 @@ def test_verify_finds_the_log_a_state_dir_names_and_refuses_to_verify_nothing(
     found = pyhall("audit", "verify", "--hall", str(layout.root), "--state-dir", str(moved))
     assert found.returncode == 0, found.stderr
     assert "audit log OK: 30 receipts" in found.stdout
+    export = pyhall("audit", "export", "--dsse", "--hall", str(layout.root), "--json")
+    assert export.returncode == 1 and f"no audit log at {layout.audit_db}" in export.stderr
+
+
+def test_verify_says_what_it_trusted_and_checks_copies_kept_elsewhere(hall, tmp_path: Path) -> None:
+    layout, _ = hall
+    trusting = pyhall("audit", "verify", "--hall", str(layout.root))
+    assert "note: trusted the state directory's own keyring and its own checkpoints" in (
+        trusting.stdout
+    )
+    keyring, kept = tmp_path / "keys.yaml", tmp_path / "checkpoints.jsonl"
+    shutil.copy(layout.receipt_keyring, keyring)
+    shutil.copy(layout.checkpoints, kept)
+    outside = ["--keyring", str(keyring), "--checkpoints", str(kept)]
+    clean = pyhall("audit", "verify", "--hall", str(layout.root), *outside)
+    assert clean.returncode == 0, clean.stderr
+    assert "note:" not in clean.stdout
+
+    conn = sqlite3.connect(layout.audit_db, isolation_level=None)
+    conn.execute("DELETE FROM receipts WHERE seq > 15")
+    conn.close()
+    layout.checkpoints.write_text(layout.checkpoints.read_text().splitlines(keepends=True)[0])
+    assert pyhall("audit", "verify", "--hall", str(layout.root)).returncode == 0
+    caught = pyhall("audit", "verify", "--hall", str(layout.root), *outside, "--json")
+    assert caught.returncode == 1
+    details = json.loads(caught.stdout)["details"]
+    assert details["first_error"]["seq"] == 16 and details["checkpoints"][-1] == str(kept)
+    missing = pyhall("audit", "verify", "--hall", str(layout.root), "--checkpoints", "nope")
+    assert missing.returncode == 2 and "no such file" in missing.stderr
+
+
+def test_verify_lists_key_rotations(hall) -> None:
+    layout, _ = hall
+    layout.signing_key.unlink()
+    with ReceiptLog.open(layout) as log:
+        log.record_sync(decision(31))
+    result = pyhall("audit", "verify", "--hall", str(layout.root))
+    assert result.returncode == 0, result.stderr
+    assert "signing key rotated: " in result.stdout and " -> " in result.stdout
 
 
 def test_a_corrupt_record_is_named_by_every_reader_not_a_traceback(hall) -> None:

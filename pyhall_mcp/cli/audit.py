@@ -74,6 +74,13 @@ def register(commands: argparse._SubParsersAction) -> None:
         help="trusted receipt public keys (default: the state directory's keys/receipt-keys.yaml;"
         " pass a copy kept elsewhere to trust nothing in the state directory)",
     )
+    verify.add_argument(
+        "--checkpoints",
+        metavar="FILE",
+        help="signed checkpoint lines kept outside the state directory (a copy of its "
+        "checkpoints.jsonl, or its last line): the log must still hold what they signed, so "
+        "a log cut or rolled back together with its own checkpoints is caught",
+    )
     verify.set_defaults(func=run_verify)
 
     tail = sub.add_parser(
@@ -120,6 +127,16 @@ def _open_store(layout: HallLayout) -> SQLiteReceiptStore | None:
     return SQLiteReceiptStore(layout.audit_db, readonly=True)
 
 
+def _no_log(layout: HallLayout, doing: str, details: dict[str, Any] | None = None) -> CommandFailed:
+    # Success about nothing would hide a wrong --hall or --state-dir, or a deleted log.
+    return CommandFailed(
+        f"no audit log at {layout.audit_db}: nothing to {doing} (check --hall and "
+        "--state-dir or PYHALL_STATE_DIR; a hall that never served a call has none yet)",
+        EXIT_NO,
+        details=details,
+    )
+
+
 # -- verify ---------------------------------------------------------------------------
 
 
@@ -147,16 +164,16 @@ def _progress_printer() -> Callable[[int, int], None]:
 def run_verify(args: argparse.Namespace) -> int:
     layout = hall_layout(args)
     keyring = Keyring.load(args.keyring, missing_ok=False) if args.keyring else None
-    report = verify_log(layout, keyring=keyring, progress=_progress_printer())
-    data = report.as_dict()
+    anchors = Path(args.checkpoints) if args.checkpoints else None
+    if anchors is not None and not anchors.is_file():
+        raise CommandFailed(f"--checkpoints {anchors}: no such file", EXIT_USAGE)
+    report = verify_log(layout, keyring=keyring, anchors=anchors, progress=_progress_printer())
+    data = report.as_dict() | {
+        "keyring": str(args.keyring or layout.receipt_keyring),
+        "checkpoints": [str(layout.checkpoints), *([str(anchors)] if anchors else [])],
+    }
     if report.ok and not layout.audit_db.exists():
-        # "OK" about nothing would hide a wrong --hall or --state-dir, or a deleted log
-        raise CommandFailed(
-            f"no audit log at {layout.audit_db}: nothing to verify (check --hall and "
-            "--state-dir or PYHALL_STATE_DIR; a hall that never served a call has none yet)",
-            EXIT_NO,
-            details=data,
-        )
+        raise _no_log(layout, "verify", data)
     if not report.ok:
         error = report.first_error or {}
         where = f"receipt seq {error.get('seq')}" if error.get("seq") is not None else "log"
@@ -178,7 +195,26 @@ def run_verify(args: argparse.Namespace) -> int:
     ]
     if report.head_hash:
         lines.append(f"head hash: {report.head_hash}")
+    if len(report.key_ids) > 1:
+        lines.append(
+            f"signing key rotated: {' -> '.join(report.key_ids)} (check each rotation was yours)"
+        )
     lines.extend(f"warning: {warning}" for warning in report.warnings)
+    if not args.keyring or not anchors:
+        # What this verdict rests on: an attacker who can write the state directory can
+        # change its keyring and cut the log together with its checkpoints.
+        lines.append(
+            "note: trusted "
+            + " and ".join(
+                part
+                for part, own in (
+                    ("the state directory's own keyring", not args.keyring),
+                    ("its own checkpoints", not anchors),
+                )
+                if own
+            )
+            + "; pass --keyring and --checkpoints copies kept elsewhere to trust nothing in it"
+        )
     emit(args, data, "\n".join(lines))
     return 0
 
@@ -287,18 +323,18 @@ def run_show(args: argparse.Namespace) -> int:
 def run_export(args: argparse.Namespace) -> int:
     layout = hall_layout(args)
     store = _open_store(layout)
+    if store is None:
+        raise _no_log(layout, "export")
     out = Path(args.out) if args.out else None
     count = 0
     sink = out.open("w", encoding="utf-8") if out else sys.stdout
     try:
-        if store is not None:
-            for record in store.iter_all():
-                envelope = export_dsse(Receipt.from_record(record).body)
-                sink.write(json.dumps(envelope, separators=(",", ":")) + "\n")
-                count += 1
+        for record in store.iter_all():
+            envelope = export_dsse(Receipt.from_record(record).body)
+            sink.write(json.dumps(envelope, separators=(",", ":")) + "\n")
+            count += 1
     finally:
-        if store is not None:
-            store.close()
+        store.close()
         if out:
             sink.close()
         else:
