@@ -609,11 +609,24 @@ def load_deny_list(path: str | Path) -> frozenset[str]:
         return frozenset()
     doc = load_document(path) or {}
     entries = doc.get("denied_digests", []) if isinstance(doc, dict) else None
+    fix = "write {denied_digests: [{digest: <sha256>, reason: <why>}]}"
     if not isinstance(entries, list):
-        raise ConfigError("expected a mapping with a `denied_digests` list", file=str(path))
+        raise ConfigError(
+            "expected a mapping with a `denied_digests` list", file=str(path), fix=fix
+        )
+    # A misspelt key would empty the list: refuse what is not understood.
+    if unknown := sorted(set(doc) - {"denied_digests"}):
+        raise ConfigError(f"unknown field {unknown[0]!r}", file=str(path), fix=fix)
     denied: set[str] = set()
     for index, entry in enumerate(entries):
         digest = _normal_digest(entry.get("digest")) if isinstance(entry, dict) else None
+        if isinstance(entry, dict) and (extra := sorted(set(entry) - {"digest", "reason"})):
+            raise ConfigError(
+                f"unknown field {extra[0]!r}",
+                file=str(path),
+                location=f"denied_digests[{index}]",
+                fix=fix,
+            )
         if digest is None:
             raise ConfigError(
                 "each entry needs `digest`: 64 hex characters (optionally `sha256:`-prefixed)",

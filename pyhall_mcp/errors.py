@@ -23,6 +23,7 @@ __all__ = [
     "SigningError",
     "WorkerError",
     "report_failure",
+    "unreadable",
 ]
 
 
@@ -79,6 +80,15 @@ class ConfigError(PyhallError):
 
 class RuleError(ConfigError):
     """A routing rule file is invalid."""
+
+
+def unreadable(exc: OSError) -> ConfigError:
+    """The configuration error for a hall path the gateway's user cannot use."""
+    return ConfigError(
+        f"cannot use this path: {exc.strerror or exc}",
+        file=exc.filename if isinstance(exc.filename, str) else None,
+        fix="make it readable (and the state directory writable) by the user pyhall runs as",
+    )
 
 
 class RegistryError(ConfigError):

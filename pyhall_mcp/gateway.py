@@ -38,6 +38,7 @@ from .hall import (
     overrides_from_environ,
     parse_floor,
     readiness_problems,
+    settings_warnings,
 )
 from .otel import annotate_current_span, configure_tracing
 from .policy import YamlPolicyEngine
@@ -632,15 +633,7 @@ def _report_check(hall: Hall) -> int:
 
 def _operator_warnings(hall: Hall) -> list[str]:
     """Settings the operator chose that weaken what a call proves: never silent."""
-    warnings = []
-    settings = hall.settings
-    if not settings.audit.enabled:
-        warnings.append("audit.enabled is false: calls leave no receipts")
-    if settings.tenant_credential and not settings.floors.require_credential:
-        warnings.append(
-            "a tenant credential is set but floors.require_credential is false: it is "
-            "never checked (set PYHALL_REQUIRE_CREDENTIAL=true to enforce it)"
-        )
+    warnings = settings_warnings(hall.settings)
     warnings += [
         f"tool {name}: the kernel has no usable Landlock, so every call fails "
         "(runner.sandbox: landlock)"

@@ -13,6 +13,7 @@ CLI sit on top and hold no governance logic of their own.
 from __future__ import annotations
 
 import contextlib
+import difflib
 import os
 import sys
 import time
@@ -33,7 +34,14 @@ from ._schema import SchemaValidator
 from ._yaml import load_document
 from .audit import Durability
 from .canonical import canonical_json, digest
-from .errors import AttestationError, ConfigError, PyhallError, RegistryError, report_failure
+from .errors import (
+    AttestationError,
+    ConfigError,
+    PyhallError,
+    RegistryError,
+    report_failure,
+    unreadable,
+)
 from .layout import HallLayout
 from .models import (
     DATA_LABEL_ORDER,
@@ -69,6 +77,7 @@ __all__ = [
     "overrides_from_environ",
     "policy_for",
     "rule_files",
+    "settings_warnings",
     "workspace_dir",
 ]
 
@@ -183,6 +192,41 @@ def overrides_from_environ(environ: Mapping[str, str] | None = None) -> dict[str
     return out
 
 
+#: ``PYHALL_*`` variables that are not launch settings.
+_OTHER_VARIABLES = ("PYHALL_HALL", "PYHALL_STATE_DIR", "PYHALL_OTEL", "PYHALL_UPDATE_GOLDENS")
+
+
+def settings_warnings(
+    settings: HallSettings, environ: Mapping[str, str] | None = None
+) -> list[str]:
+    """Settings that weaken what a call proves, or that pyhall would ignore: never silent
+    (said at start, by ``--check`` and by ``pyhall validate``)."""
+    warnings = _unknown_environment(os.environ if environ is None else environ)
+    if not settings.audit.enabled:
+        warnings.append("audit.enabled is false: calls leave no receipts")
+    if settings.tenant_credential and not settings.floors.require_credential:
+        warnings.append(
+            "a tenant credential is set but floors.require_credential is false: it is "
+            "never checked (set PYHALL_REQUIRE_CREDENTIAL=true to enforce it)"
+        )
+    return warnings
+
+
+def _unknown_environment(environ: Mapping[str, str]) -> list[str]:
+    # A misspelt floor (PYHALL_REQUIRE_SIGNATORIES) would otherwise be dropped unseen.
+    known = [
+        *_ENV_SETTINGS,
+        *(f"PYHALL_{name.upper()}" for name in HallConfig.model_fields),
+        *_OTHER_VARIABLES,
+    ]
+    warnings = []
+    for var in sorted(v for v in environ if v.startswith("PYHALL_") and v not in known):
+        close = difflib.get_close_matches(var, known, n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        warnings.append(f"environment variable {var} is not a pyhall setting{hint}: ignored")
+    return warnings
+
+
 def parse_floor(name: str, raw: str, source: str) -> Any:
     """A floor given as text (``PYHALL_<FLOOR>`` or ``--floor NAME=VALUE``), typed by its
     field: true/false for a switch, a comma list of tenants; the rest validates later."""
@@ -208,16 +252,24 @@ def load_settings(layout: HallLayout, overrides: Mapping[str, Any]) -> HallSetti
             file=source,
             fix="point --hall (or PYHALL_HALL) at a hall directory, or run `pyhall init DIR`",
         )
-    doc = load_document(layout.hall_yaml) or {}
+    doc = load_document(layout.hall_yaml)
+    if doc is None:
+        # An editor that truncates before it writes must not serve the loosest defaults.
+        raise ConfigError(
+            "hall.yaml is empty",
+            file=source,
+            fix="declare at least env and tenant_id (`pyhall init DIR` writes a full example)",
+        )
     if not isinstance(doc, dict):
         raise ConfigError("expected a mapping", file=source, fix=f"see {_REFERENCE}#hallyaml")
-    written = doc.get("floors") or {}
+    written = doc.get("floors", {})  # only a missing key means the defaults
     if not isinstance(written, dict):
         raise ConfigError(
-            f"expected a mapping of floor names to values, got {type(written).__name__}",
+            f"expected a mapping of floor names to values, got {written!r}"[:200],
             file=source,
             location="floors",
-            fix=f"see {_REFERENCE}#hallyaml",
+            fix=f"list floors as `name: value`, or remove the key for the defaults; see "
+            f"{_REFERENCE}#floors",
         )
     floors = {"enforce_policy_gate": True, **written}
     merged = {**doc, **{k: v for k, v in overrides.items() if k != "floors"}}
@@ -356,7 +408,7 @@ def rule_files(layout: HallLayout, entries: list[str]) -> list[Path]:
     for entry in entries:
         path = (layout.root / entry).resolve()
         if path.is_dir():
-            files.extend(sorted(p for p in path.iterdir() if p.suffix in _RULE_SUFFIXES))
+            files.extend(sorted(p for p in path.iterdir() if p.suffix.lower() in _RULE_SUFFIXES))
         elif path.is_file():
             files.append(path)
         else:
@@ -446,6 +498,19 @@ class Hall:
         ``--check``): attested packages are verified but not copied into the state
         directory to run from, so the state directory is not written to.
         """
+        try:
+            return cls._load(root, overrides, state_dir, inspect_only)
+        except OSError as exc:  # a directory the gateway's user cannot list, say
+            raise unreadable(exc) from None
+
+    @classmethod
+    def _load(
+        cls,
+        root: str | Path,
+        overrides: Mapping[str, Any] | None,
+        state_dir: str | Path | None,
+        inspect_only: bool,
+    ) -> Hall:
         layout = HallLayout.for_hall(root, state_dir)
         layout.check(writes=not inspect_only)
         settings = load_settings(layout, overrides or {})

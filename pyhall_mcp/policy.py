@@ -714,10 +714,12 @@ def policy_test_files(policies_dir: Path) -> list[Path]:
 
 
 def _yaml_files(policies_dir: Path) -> list[Path]:
+    # Every *.yaml entry, files or not: reading a dangling link (an unmounted shared
+    # policy) or a directory then fails, where skipping it would drop its denials.
     return sorted(
         p
         for p in policies_dir.iterdir()
-        if p.is_file() and p.suffix.lower() in (".yaml", ".yml") and not is_policy_test_file(p)
+        if p.suffix.lower() in (".yaml", ".yml") and not is_policy_test_file(p)
     )
 
 
@@ -973,7 +975,7 @@ def load_policy_engine(
     if not directory.is_dir():
         return NoPolicyEngine(f"no_policy_configured: {directory} does not exist")
     yaml_files = _yaml_files(directory)
-    cedar_files = sorted(p for p in directory.iterdir() if p.is_file() and p.suffix == ".cedar")
+    cedar_files = sorted(p for p in directory.iterdir() if p.suffix.lower() == ".cedar")
     if yaml_files and cedar_files:
         raise PolicyError(
             "the directory mixes YAML and Cedar policies",

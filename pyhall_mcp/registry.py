@@ -8,6 +8,7 @@ file and field; the good ones keep serving.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
@@ -385,15 +386,19 @@ class Registry:
         files = sorted(root.glob("*.json"))
         for child in sorted(p for p in root.iterdir() if p.is_dir()):
             found = [child / name for name in _RECORD_FILES if (child / name).is_file()]
-            if len(found) > 1:
+            if len(found) > 1:  # which one is meant is anyone's guess: neither is served
+                for path in found:
+                    with contextlib.suppress(ConfigError):
+                        self._withdrawn.update(_names_in(load_document(path)))
                 self.quarantine(
                     RegistryError(
-                        "more than one record file",
+                        "more than one record file: none of them is served",
                         file=str(child),
                         fix=f"keep one of {', '.join(p.name for p in found)}",
                     )
                 )
-            files.extend(found[:1])
+                continue
+            files.extend(found)
         for path in files:
             document: Any = None
             try:

@@ -272,8 +272,13 @@ class Keyring:
                 return cls()
             raise SigningError("keyring file not found", file=str(path))
         doc = load_document(path) or {}
+        fix = "see docs/reference.md (keys)"
         if not isinstance(doc, dict) or not isinstance(doc.get("keys", []), list):
-            raise SigningError("expected a mapping with a `keys` list", file=str(path))
+            raise SigningError("expected a mapping with a `keys` list", file=str(path), fix=fix)
+        if unknown := sorted(set(doc) - {"keys"}):
+            raise SigningError(
+                f"unknown field(s) {unknown}", file=str(path), location=unknown[0], fix=fix
+            )
         ring = cls()
         for index, entry in enumerate(doc.get("keys", [])):
             try:
@@ -282,8 +287,16 @@ class Keyring:
                 first = exc.errors()[0]
                 where = ".".join(str(p) for p in first["loc"])
                 raise SigningError(
-                    first["msg"], file=str(path), location=f"keys[{index}].{where}"
+                    first["msg"], file=str(path), location=f"keys[{index}].{where}", fix=fix
                 ) from None
+            if key.key_id in ring:
+                # Two entries for one key: a later, unrevoked copy must not undo a revocation.
+                raise SigningError(
+                    f"key {key.key_id} is listed twice",
+                    file=str(path),
+                    location=f"keys[{index}]",
+                    fix="keep one entry per key_id (with its revocation, if any)",
+                )
             try:
                 ring.add(key)
             except SigningError as exc:

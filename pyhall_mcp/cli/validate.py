@@ -11,7 +11,7 @@ from typing import Any, NoReturn
 
 from pydantic import ValidationError
 
-from ..errors import ConfigError, PyhallError
+from ..errors import ConfigError, PyhallError, unreadable
 from ._common import (
     EXIT_NO,
     CommandFailed,
@@ -98,7 +98,20 @@ def run(args: argparse.Namespace) -> int:
 
 def check_hall(root: Path) -> list[Problem]:
     """Every problem in the hall at ``root``; each part checked on its own."""
-    from ..hall import load_settings, overrides_from_environ, readiness_problems, rule_files
+    try:
+        return _check_hall(root)
+    except OSError as exc:  # a directory pyhall's user cannot list, say
+        return [Problem.of(unreadable(exc))]
+
+
+def _check_hall(root: Path) -> list[Problem]:
+    from ..hall import (
+        load_settings,
+        overrides_from_environ,
+        readiness_problems,
+        rule_files,
+        settings_warnings,
+    )
     from ..layout import HallLayout
     from ..registry import Registry
     from ..rules import load_rule_set
@@ -145,6 +158,7 @@ def check_hall(root: Path) -> list[Problem]:
                 problems.append(Problem.of(exc))
     problems.extend(_check_policies(layout, settings, registry))
     problems.extend(_check_keys(layout))
+    problems += [Problem("warning", None, None, w) for w in settings_warnings(settings)]
     with contextlib.suppress(ConfigError):  # an unreadable keyring is reported just above
         trusted = Keyring.load(layout.trusted_keys)
         problems.extend(Problem.of(p) for p in readiness_problems(layout, settings, trusted))

@@ -1,0 +1,152 @@
+"""A hall's configuration fails closed: what an operator may get wrong in hall.yaml, the
+key files, policies/, rules/ and workers/ is refused with its file and a fix, or said
+aloud; never quietly loosened."""
+
+from __future__ import annotations
+
+import copy
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pyhall_mcp.errors import ConfigError
+from pyhall_mcp.hall import Hall
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def hall(tmp_path: Path) -> Path:
+    target = tmp_path / "hall"
+    for name in ("hall.yaml", "keys", "policies", "rules", "workers", "workspace"):
+        source = REPO / name
+        if source.is_dir():
+            shutil.copytree(source, target / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            target.mkdir(exist_ok=True)
+            shutil.copy(source, target / name)
+    return target
+
+
+def check(hall: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    """``pyhall-mcp --check``: 0 clean, 1 problems, 3 refusing to start."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("PYHALL_")} | env
+    result = subprocess.run(
+        [sys.executable, "-m", "pyhall_mcp.gateway", "--hall", str(hall), "--check"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=environ,
+        stdin=subprocess.DEVNULL,
+    )
+    assert "Traceback" not in result.stderr
+    return result
+
+
+def refused(hall: Path) -> str:
+    result = check(hall)
+    assert result.returncode == 3, result.stderr
+    assert "refusing to start" in result.stderr
+    return result.stderr
+
+
+def test_the_copied_demo_hall_checks_clean(hall: Path) -> None:
+    result = check(hall)
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("floors", [False, [], "", None])
+def test_floors_that_are_not_a_mapping_are_refused(hall: Path, floors: object) -> None:
+    document = yaml.safe_load((hall / "hall.yaml").read_text())
+    (hall / "hall.yaml").write_text(yaml.safe_dump(document | {"floors": floors}))
+    err = refused(hall)
+    assert "hall.yaml: floors: expected a mapping of floor names" in err
+    assert "remove the key for the defaults" in err
+
+
+def test_an_empty_hall_yaml_is_refused(hall: Path) -> None:
+    (hall / "hall.yaml").write_text("# truncated by an editor\n")
+    assert "hall.yaml is empty" in refused(hall)
+
+
+def test_a_misspelt_deny_list_is_refused(hall: Path) -> None:
+    (hall / "keys" / "deny-list.yaml").write_text(
+        "denied_digest:\n  - {digest: " + "ab" * 32 + ", reason: leaked}\n"
+    )
+    (hall / "hall.yaml").write_text(
+        (hall / "hall.yaml").read_text()
+        + "\n# the deny list is read when attestation is required\n"
+    )
+    with pytest.raises(ConfigError, match="unknown field 'denied_digest'"):
+        Hall.load(hall, overrides={"floors": {"require_worker_attestation": True}})
+    (hall / "keys" / "deny-list.yaml").write_text(
+        "denied_digests:\n  - {digest: " + "ab" * 32 + ", reson: leaked}\n"
+    )
+    with pytest.raises(ConfigError, match="unknown field 'reson'") as caught:
+        Hall.load(hall, overrides={"floors": {"require_worker_attestation": True}})
+    assert caught.value.location == "denied_digests[0]"
+
+
+def test_a_key_listed_twice_cannot_undo_its_revocation(hall: Path) -> None:
+    path = hall / "keys" / "trusted.yaml"
+    document = yaml.safe_load(path.read_text())
+    key = document["keys"][0]
+    document["keys"] = [copy.deepcopy(key) | {"revoked": True}, key]
+    path.write_text(yaml.safe_dump(document))
+    err = refused(hall)
+    assert "trusted.yaml: keys[1]: key ed25519:" in err and "is listed twice" in err
+
+
+def test_a_policy_file_that_cannot_be_read_is_refused_not_skipped(hall: Path) -> None:
+    (hall / "policies" / "shared.yaml").symlink_to(hall / "not-mounted" / "shared.yaml")
+    assert "shared.yaml" in refused(hall)
+    (hall / "policies" / "shared.yaml").unlink()
+    (hall / "policies" / "shared.yaml").mkdir()
+    assert "shared.yaml" in refused(hall)
+
+
+def test_rule_files_are_found_whatever_the_case_of_their_suffix(hall: Path) -> None:
+    (hall / "rules" / "00-extra.YAML").write_text(
+        "rules:\n  - {rule_id: typo, match: {capabilty_id: cap.x}}\n"
+    )
+    assert "00-extra.YAML" in refused(hall)
+
+
+def test_two_record_files_for_one_worker_serve_neither(hall: Path) -> None:
+    shutil.copy(
+        hall / "workers" / "greeter" / "worker.yaml", hall / "workers" / "greeter" / "worker.yml"
+    )
+    result = check(hall)
+    assert result.returncode == 1
+    assert "more than one record file: none of them is served" in result.stderr
+    assert "4 tools" in result.stderr
+
+
+def test_a_directory_the_gateway_cannot_list_is_a_configuration_error(
+    hall: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rules = hall / "rules"
+    listing = Path.iterdir
+
+    def iterdir(self: Path):  # what chmod 000 does, whoever runs the test (root too)
+        if self == rules:
+            raise PermissionError(13, "Permission denied", str(self))
+        return listing(self)
+
+    monkeypatch.setattr(Path, "iterdir", iterdir)
+    with pytest.raises(ConfigError) as caught:
+        Hall.load(hall)
+    assert caught.value.file == str(rules)
+    assert "Permission denied" in caught.value.message and "readable" in (caught.value.fix or "")
+
+
+def test_a_misspelt_setting_variable_is_said_not_dropped(hall: Path) -> None:
+    result = check(hall, PYHALL_REQUIRE_SIGNATORIES="true")
+    assert result.returncode == 1
+    assert "PYHALL_REQUIRE_SIGNATORIES is not a pyhall setting" in result.stderr
+    assert "did you mean PYHALL_REQUIRE_SIGNATORY?" in result.stderr
