@@ -90,6 +90,15 @@ class ToolSpec(BaseModel):
     #: real paths are checked against the worker's privilege envelope before it runs.
     path_arguments: dict[str, Literal["read", "write"]] = Field(default_factory=dict)
 
+    @field_validator("annotations")
+    @classmethod
+    def _hints_are_booleans(cls, value: dict[str, Any]) -> dict[str, Any]:
+        # The SDK would read "yes" as true: a client must see what the record says.
+        for key, hint in value.items():
+            if key.endswith("Hint") and not isinstance(hint, bool):
+                raise ValueError(f"{key} must be true or false")
+        return value
+
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
@@ -143,10 +152,10 @@ class ToolSpec(BaseModel):
 class BlastRadius(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    data: int = Field(default=0, ge=0, le=5)
-    network: int = Field(default=0, ge=0, le=5)
-    financial: int = Field(default=0, ge=0, le=5)
-    time: int = Field(default=0, ge=0, le=5)
+    data: int = Field(default=0, ge=0, le=5, strict=True)  # `true` is not a 1
+    network: int = Field(default=0, ge=0, le=5, strict=True)
+    financial: int = Field(default=0, ge=0, le=5, strict=True)
+    time: int = Field(default=0, ge=0, le=5, strict=True)
     reversibility: Literal["reversible", "partially-reversible", "irreversible"] = "reversible"
 
     def score(self) -> int:
@@ -212,7 +221,7 @@ class WorkerRecord(BaseModel):
     data_label: DataLabel = "PUBLIC"
     tool: ToolSpec | None = None
     runner: dict[str, Any] | None = None
-    timeout_s: float = Field(default=30.0, gt=0, le=3600)
+    timeout_s: float = Field(default=30.0, gt=0, le=3600, strict=True)
 
     @field_validator("worker_id", "worker_species_id")
     @classmethod

@@ -174,7 +174,7 @@ class TrustedKey(BaseModel):
     namespaces: list[str] = Field(default_factory=list)
     not_before: str | None = None
     not_after: str | None = None
-    revoked: bool = False
+    revoked: bool = Field(default=False, strict=True)  # `yes` is not a revocation
     revoked_at: str | None = None
     note: str | None = None
 

@@ -150,3 +150,10 @@ def test_a_misspelt_setting_variable_is_said_not_dropped(hall: Path) -> None:
     assert result.returncode == 1
     assert "PYHALL_REQUIRE_SIGNATORIES is not a pyhall setting" in result.stderr
     assert "did you mean PYHALL_REQUIRE_SIGNATORY?" in result.stderr
+
+
+def test_a_revocation_must_be_a_real_boolean(hall: Path) -> None:
+    path = hall / "keys" / "trusted.yaml"
+    path.write_text(path.read_text().replace("revoked: false", "revoked: 'no'"))
+    err = refused(hall)
+    assert "trusted.yaml: keys[0].revoked" in err

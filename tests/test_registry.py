@@ -118,6 +118,9 @@ def test_a_served_name_is_never_withdrawn(tmp_path: Path) -> None:
             "privilege_envelope.network_egress",
         ),
         ({"timeout_s": 0}, "timeout_s"),
+        ({"timeout_s": True}, "timeout_s"),
+        ({"blast_radius": {"data": True}}, "blast_radius.data"),
+        ({"tool": _record("w")["tool"] | {"annotations": {"readOnlyHint": "yes"}}}, "tool"),
         ({"surprise": 1}, "surprise"),
         ({"tool": None}, "(record)"),  # a runner needs a tool
         (
