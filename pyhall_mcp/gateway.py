@@ -571,6 +571,11 @@ def _parser() -> argparse.ArgumentParser:
         help="load and validate the hall, print a summary to stderr, exit",
     )
     parser.add_argument(
+        "--json",
+        action="store_true",
+        help="with --check: also print the summary as one JSON object on stdout",
+    )
+    parser.add_argument(
         "--record",
         metavar="OUT.jsonl",
         help="record this session as a trace (replay it with `pyhall traces replay`)",
@@ -608,7 +613,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
-def _report_check(hall: Hall) -> int:
+def _report_check(hall: Hall, *, as_json: bool = False) -> int:
     """``--check``: 0 when every enrolled worker would be served and callable, else 1
     (the gateway would still start, serving the rest; CI should hear about it)."""
     where = (
@@ -616,13 +621,26 @@ def _report_check(hall: Hall) -> int:
         f"tenant {hall.settings.tenant_id}"
     )
     issues = [f"quarantined: {problem}" for problem in hall.problems]
+    issues += [f"{hall.rules.source}: shadowed rule: {s['reason']}" for s in hall.rules.shadowed]
     issues += [
         f"every call of {worker_id} will be denied: attestation failed ({code})"
         for worker_id, code in sorted(hall.attestation_failures.items())
     ]
     issues += [p.describe() for p in readiness_problems(hall.layout, hall.settings, hall.trusted)]
     issues += _operator_warnings(hall)
-    sys.stderr.writelines(f"pyhall-mcp: note: {note}\n" for note in _operator_notes(hall))
+    notes = _operator_notes(hall)
+    sys.stderr.writelines(f"pyhall-mcp: note: {note}\n" for note in notes)
+    if as_json:
+        summary = {
+            "ok": not issues,
+            "hall": str(hall.layout.root),
+            "env": hall.settings.env,
+            "tenant_id": hall.settings.tenant_id,
+            "tools": sorted(hall.served),
+            "problems": issues,
+            "notes": notes,
+        }
+        sys.stdout.write(json.dumps(summary) + "\n")
     if not issues:
         sys.stderr.write(f"pyhall-mcp: {where}: OK\n")
         return 0
@@ -711,7 +729,10 @@ def _open_missing_std_fds() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     _open_missing_std_fds()
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.json and not args.check:
+        parser.error("--json goes with --check (serving speaks MCP on stdout)")
     try:
         # --check and --record only look: the recorded child loads the hall to serve it
         hall, overrides = _load(args, inspect_only=args.check or bool(args.record))
@@ -721,7 +742,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return record_gateway(args.record, sys.argv[1:] if argv is None else argv)
         if args.check:
             hall.check_start()  # what would refuse to start is a refusal here too
-            return _report_check(hall)
+            return _report_check(hall, as_json=args.json)
         hall.open_audit()  # before serving: a hall that cannot receipt does not start
         for warning in _operator_warnings(hall):  # the operator's choices, never silent
             sys.stderr.write(f"pyhall-mcp: warning: {warning}\n")
@@ -730,6 +751,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         configure_tracing()
     except ConfigError as exc:
         sys.stderr.write(f"pyhall-mcp: refusing to start: {exc.describe()}\n")
+        if args.check and args.json:
+            sys.stdout.write(json.dumps({"ok": False, "refused": exc.as_dict()}) + "\n")
         return 3
     except PyhallError as exc:
         sys.stderr.write(f"pyhall-mcp: refusing to start: {exc}\n")

@@ -5,6 +5,7 @@ aloud; never quietly loosened."""
 from __future__ import annotations
 
 import copy
+import json
 import os
 import shutil
 import subprocess
@@ -157,3 +158,31 @@ def test_a_revocation_must_be_a_real_boolean(hall: Path) -> None:
     path.write_text(path.read_text().replace("revoked: false", "revoked: 'no'"))
     err = refused(hall)
     assert "trusted.yaml: keys[0].revoked" in err
+
+
+def test_check_reports_shadowed_rules_and_answers_json(hall: Path) -> None:
+    rules = hall / "rules" / "demo.yaml"
+    document = yaml.safe_load(rules.read_text())
+    decision = copy.deepcopy(document["rules"][0]["decision"])
+    catch_all = {"rule_id": "rr.catch-all", "match": {}, "decision": decision}
+    rules.write_text(yaml.safe_dump({"rules": [catch_all, *document["rules"]]}))
+    result = subprocess.run(
+        [sys.executable, "-m", "pyhall_mcp.gateway", "--hall", str(hall), "--check", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["ok"] is False and len(summary["tools"]) == 5
+    assert any("shadowed rule: rule 'rr.catch-all'" in p for p in summary["problems"])
+
+    (hall / "hall.yaml").write_text("")
+    refused = subprocess.run(
+        [sys.executable, "-m", "pyhall_mcp.gateway", "--hall", str(hall), "--check", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert refused.returncode == 3
+    assert json.loads(refused.stdout)["refused"]["message"] == "hall.yaml is empty"
