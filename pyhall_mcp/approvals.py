@@ -27,9 +27,13 @@ unguessable ``pending_approval_id``. This module makes that hold real:
   when, note) in the store, and the gateway receipts it when it next touches
   approvals or on its periodic :meth:`ApprovalDesk.sweep`; when no gateway
   runs, the command takes the lock and receipts it itself (:func:`sweep`).
-- **Who decides.** The operator (``pyhall approvals approve|deny``), or the
+- **Who decides.** The operator (``pyhall approvals approve|deny``), or, where
+  the hall allows it (``approvals.in_band``: by default only in ``dev``), the
   person at the MCP client through elicitation (:func:`ask_in_band`,
-  :func:`resume_in_band`). No tool served to the model resolves approvals.
+  :func:`resume_in_band`). In band, the answer comes through the client's own
+  software, which the governed agent may control: outside dev only the
+  operator decides unless the hall says otherwise. No tool served to the model
+  resolves approvals, and what the model reads names no approving command.
 
 In band, handshake era: the gateway asks with ``elicitation/create`` and waits
 until the approval expires. In band, 2026-07-28 era: it answers with an
@@ -646,7 +650,8 @@ class ApprovalDesk:
             "expires_at": approval.expires_at,
         }
         if approval.status == "pending":
-            info["approve_with"] = f"pyhall approvals approve {approval.approval_id}"
+            # The model reads this record: it names who decides, never the approving command.
+            info["waiting_for"] = "a human operator"
         if settled.step is not None:
             async with self._serial():
                 receipt = await self._step(
@@ -863,7 +868,9 @@ async def _ask(
 
     desk = hall.approvals
     approval_id = held.governance.get("pending_approval_id")
-    if desk is None or not approval_id or not can_elicit(ctx):
+    if desk is None or not approval_id or not hall.settings.in_band_approval:
+        return held  # the operator's CLI decides
+    if not can_elicit(ctx):
         return held
     approval = await desk.get(approval_id)
     if approval is None or approval.status != "pending":
@@ -921,6 +928,8 @@ async def _resume(hall: Hall, params: Any, meta: Mapping[str, Any], progress: An
     desk = hall.approvals
     assert desk is not None
     approval_id = params.request_state
+    if not hall.settings.in_band_approval:  # a state sealed before a reload turned it off
+        return await _refusal(hall, params.name, approval_id, None, "in-band approval is off")
     answer = (params.input_responses or {}).get(ELICIT_KEY)
     status, note = verdict_of(answer)
     approval = await desk.get(approval_id) if isinstance(approval_id, str) else None

@@ -156,6 +156,8 @@ class Gateway:
                 if not isinstance(asked, CallOutcome):
                     return asked  # InputRequiredResult: the client asks the person and retries
                 outcome = asked
+        if outcome.status == "held":
+            _tell_operator(outcome)
         annotate_current_span(outcome.status, outcome.governance)
         return self._answer(outcome)
 
@@ -269,6 +271,16 @@ def _tool(record: Any) -> types.Tool:
         if annotations
         else None,
     )
+
+
+def _tell_operator(outcome: CallOutcome) -> None:
+    """The operator's next step goes to stderr (their log), never into the model's answer."""
+    approval_id = outcome.governance.get("pending_approval_id")
+    if approval_id:
+        sys.stderr.write(
+            f"pyhall-mcp: {outcome.tool} held for approval {approval_id}; decide with "
+            f"`pyhall approvals show|approve|deny {approval_id}`\n"
+        )
 
 
 def _denial_summary(outcome: CallOutcome) -> dict[str, Any]:

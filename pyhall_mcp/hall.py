@@ -106,6 +106,15 @@ class LimitSettings(BaseModel):
     max_result_bytes: int = Field(default=1024 * 1024, gt=0, le=1024 * 1024)
 
 
+class ApprovalSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    #: May the person at the MCP client approve a held call through elicitation? That
+    #: person answers through software the agent runs, so the governed client could
+    #: approve its own call: unset means only in ``dev``; stage/prod/edge need ``true``.
+    in_band: StrictBool | None = None
+
+
 class HallSettings(BaseModel):
     """``hall.yaml``: who this gateway serves, with which floors, from where."""
 
@@ -128,6 +137,7 @@ class HallSettings(BaseModel):
     egress_allowlist: dict[Env, list[str]] = Field(default_factory=dict)
     audit: AuditSettings = Field(default_factory=AuditSettings)
     limits: LimitSettings = Field(default_factory=LimitSettings)
+    approvals: ApprovalSettings = Field(default_factory=ApprovalSettings)
     reload_interval_s: float = Field(default=1.0, ge=0)
 
     @field_validator("tenant_id")
@@ -136,6 +146,13 @@ class HallSettings(BaseModel):
         if not value.strip():
             raise ValueError("must not be blank")
         return value
+
+    @property
+    def in_band_approval(self) -> bool:
+        """Whether held calls may be approved in band (``approvals.in_band``, else dev only)."""
+        if self.approvals.in_band is not None:
+            return self.approvals.in_band
+        return self.env == "dev"
 
 
 #: Operator settings taken from the environment, as an MCP client config passes them.
@@ -1116,11 +1133,12 @@ def _explain(decision: RouteDecision, status: OutcomeStatus) -> str:
             "Nothing was stored or executed."
         )
     if status == "held":
+        # No approving command here: the model reads this, and a human must decide.
         return (
-            f"Held for human approval ({code}): {message} Approval id "
-            f"{decision.pending_approval_id}, expires {decision.approval_expires_at}. "
-            "Ask the operator to approve it (`pyhall approvals approve "
-            f"{decision.pending_approval_id}`), then retry the identical call once."
+            f"Held for human approval ({code}): {message} A human operator must approve or "
+            "deny this call outside this conversation; tell the user it waits on approval id "
+            f"{decision.pending_approval_id} (expires {decision.approval_expires_at}). "
+            "Once they confirm it was approved, retry the identical call once."
         )
     return (
         f"Denied by the governance hall ({code}): {message} "

@@ -316,3 +316,23 @@ def test_only_an_explicit_yes_approves(answer: Any, status: str) -> None:
 def test_verdict_keeps_the_note() -> None:
     answer = SimpleNamespace(action="accept", content={"approve": True, "note": "once only"})
     assert verdict_of(answer) == ("approved", "once only")
+
+
+@pytest.mark.parametrize(
+    ("env", "in_band", "allowed"),
+    [
+        ("dev", None, True),
+        ("stage", None, False),
+        ("prod", None, False),
+        ("edge", None, False),
+        ("dev", False, False),
+        ("prod", True, True),
+    ],
+)
+def test_in_band_approval_only_in_dev_unless_the_hall_says(
+    env: str, in_band: bool | None, allowed: bool
+) -> None:
+    from pyhall_mcp.hall import HallSettings
+
+    settings = HallSettings.model_validate({"env": env, "approvals": {"in_band": in_band}})
+    assert settings.in_band_approval is allowed

@@ -72,9 +72,14 @@ async def connect(
     *,
     elicit: Elicit | None = None,
     floors: dict[str, Any] | None = None,
+    **settings: Any,
 ) -> AsyncIterator[tuple[Client, Gateway]]:
     """An in-process gateway on ``hall`` (state beside it) and an SDK client."""
-    overrides = {"events": "off", "floors": {"require_worker_attestation": False, **(floors or {})}}
+    overrides = {
+        "events": "off",
+        "floors": {"require_worker_attestation": False, **(floors or {})},
+        **settings,
+    }
     state = hall.parent / "state"
     gateway = Gateway(Hall.load(hall, overrides=overrides, state_dir=state), overrides=overrides)
     server = build_server(gateway, watch=False)
@@ -256,6 +261,75 @@ async def test_modern_answer_after_expiry_runs_nothing(gate: Path) -> None:
     assert_chain_ok(gate)
 
 
+@ERAS
+@pytest.mark.parametrize(
+    "settings",
+    [{"env": "stage"}, {"approvals": {"in_band": False}}],
+    ids=["stage", "dev-off"],
+)
+async def test_in_band_off_leaves_the_call_to_the_operator(
+    gate: Path, mode: str, settings: dict[str, Any]
+) -> None:
+    """The client's "person" may be the agent's own code: outside dev (or when the hall
+    says so) nobody is asked in band, however eagerly the client would say yes."""
+    target = doomed(gate)
+    asker = Asker("accept")
+    async with connect(gate, mode, elicit=asker, **settings) as (client, gateway):
+        assert gateway.hall.settings.in_band_approval is False
+        result = await client.call_tool("wipe", {"path": target.name})
+        apr = held_id(result)
+        again = await client.call_tool("wipe", {"path": target.name})
+        assert held_id(again) == apr
+    assert asker.messages == [], "nobody was asked in band"
+    assert target.exists()
+    assert steps(gate, apr) == ["proposed"]
+
+
+async def test_in_band_can_be_turned_on_outside_dev(gate: Path) -> None:
+    target = doomed(gate)
+    asker = Asker("accept")
+    async with connect(gate, "legacy", elicit=asker, env="stage", approvals={"in_band": True}) as (
+        client,
+        _,
+    ):
+        result = await client.call_tool("wipe", {"path": target.name})
+        assert result.structured_content == {"deleted": target.name}
+    assert len(asker.messages) == 1 and not target.exists()
+
+
+async def test_a_sealed_answer_is_refused_once_in_band_is_off(gate: Path) -> None:
+    """A state sealed while in band was on (before a reload turned it off) approves nothing."""
+    from pyhall_mcp.hall import ApprovalSettings
+
+    target = doomed(gate)
+    async with connect(gate, "auto", elicit=Asker()) as (client, gateway):
+        first = await _first_round(client, {"path": target.name})
+        hall = gateway.hall
+        hall.settings = hall.settings.model_copy(
+            update={"approvals": ApprovalSettings(in_band=False)}
+        )
+        done = await client.session.call_tool(
+            "wipe", {"path": target.name}, input_responses=_YES, request_state=first.request_state
+        )
+        assert isinstance(done, types.CallToolResult)
+        summary = denial(done, APPROVAL_INVALID_CODE)
+        assert "in-band approval is off" in summary["deny_message"]
+        [pending] = hall.approvals.store.list()  # type: ignore[union-attr]
+        assert pending.status == "pending", "still the operator's to decide"
+    assert target.exists()
+
+
+def test_in_band_setting_is_strict(gate: Path) -> None:
+    from pyhall_mcp.errors import ConfigError
+
+    text = (gate / "hall.yaml").read_text()
+    (gate / "hall.yaml").write_text(text + "approvals:\n  in_band: yes please\n")
+    with pytest.raises(ConfigError) as caught:
+        Hall.load(gate, state_dir=gate.parent / "state")
+    assert caught.value.location == "approvals.in_band"
+    assert caught.value.file is not None and caught.value.file.endswith("hall.yaml")
+
+
 # -- 2026-07-28: the sealed request state ----------------------------------------------------------
 
 
@@ -336,8 +410,11 @@ async def test_out_of_band_cli_approval_runs_the_identical_retry_once(
         held = await client.call_tool("delete_file", call)
         apr = held_id(held)
         assert held.structured_content["approval_expires_at"]  # type: ignore[index]
-        assert f"pyhall approvals approve {apr}" in held.content[0].text  # type: ignore[union-attr]
-        assert gov(held)["approval"]["approve_with"] == f"pyhall approvals approve {apr}"
+        # The model is told a human decides and the id to give the user, not the command.
+        told = held.content[0].text  # type: ignore[union-attr]
+        assert apr in told and "human operator" in told and "pyhall" not in told
+        assert gov(held)["approval"]["waiting_for"] == "a human operator"
+        assert "pyhall" not in json.dumps(gov(held))
 
         again = await client.call_tool("delete_file", call)
         assert held_id(again) == apr, "an identical retry waits on the same approval"
