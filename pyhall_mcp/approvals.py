@@ -13,8 +13,11 @@ unguessable ``pending_approval_id``. This module makes that hold real:
   Every state change is one conditional ``UPDATE``, so the gateway and the
   ``pyhall approvals`` command can use the file at the same time, and an
   approval runs a call at most once (``approved`` -> ``executed``). It holds
-  an argument *summary* (clipped, secrets redacted) and the arguments'
-  digest, never the arguments themselves.
+  the exact arguments (the file is private, 0600, like the signing key) for
+  ``pyhall approvals show ID --full``, and a *summary* for people to read:
+  clipping said in place, path arguments normalised and resolved, exact
+  secret names redacted, and a flag when it shows less than the arguments.
+  Receipts carry only the arguments' digest.
 - **Lifecycle.** ``pending`` -> ``approved`` | ``denied`` | ``cancelled`` |
   ``expired``; ``approved`` -> ``executed`` | ``expired``. Decline, cancel and
   timeout are denials. A ``denied`` approval refuses identical retries until
@@ -57,7 +60,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from .canonical import digest
 from .errors import ApprovalError
@@ -76,6 +79,7 @@ __all__ = [
     "Approval",
     "ApprovalDesk",
     "ApprovalStore",
+    "ArgumentSummary",
     "Settled",
     "approval_message",
     "approval_receipt",
@@ -83,6 +87,7 @@ __all__ = [
     "ask_in_band",
     "binding_digest",
     "can_elicit",
+    "is_secret_name",
     "iso",
     "resume_in_band",
     "summarize_arguments",
@@ -106,12 +111,26 @@ ELICIT_KEY = "approval"
 SWEEP_INTERVAL_S = 5.0
 
 _ID = re.compile(r"^apr_[A-Za-z0-9_-]{16,64}$")
-_SECRET_NAME = re.compile(
-    r"pass(word|phrase|wd)?|secret|token|api[_-]?key|credential|auth|cookie|session|private",
-    re.IGNORECASE,
+#: Argument names redacted in the summary: exactly these, or ending in ``_<one of the
+#: suffixes>`` (after camelCase and dashes become snake_case). Exact, so that ``author``,
+#: ``session`` or ``max_tokens`` stay visible: a person cannot judge what is hidden.
+_SECRET_NAMES = frozenset(
+    {
+        "password",
+        "passwd",
+        "passphrase",
+        "secret",
+        "token",
+        "api_key",
+        "apikey",
+        "authorization",
+        "private_key",
+        "cookie",
+    }
 )
-_MAX_SUMMARY_KEYS = 20
-_MAX_TEXT = 160
+_SECRET_SUFFIXES = ("_password", "_passphrase", "_secret", "_token", "_api_key", "_private_key")
+_MAX_SUMMARY_KEYS = 50
+_MAX_TEXT = 240
 _MAX_NOTE = 500
 
 ReceiptFn = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
@@ -163,52 +182,113 @@ def binding_digest(
     )
 
 
-def _clean(text: str, limit: int) -> str:
+class ArgumentSummary(NamedTuple):
+    """What a person sees of the arguments, and whether it is less than all of them."""
+
+    shown: dict[str, str]
+    #: Something is clipped, redacted or left out: ``pyhall approvals show ID --full`` shows all.
+    lossy: bool
+
+
+def _printable(text: str) -> str:
     """Printable text for a terminal or a dialog: control, format and bidi characters escaped."""
-    out = []
-    for ch in text:
-        out.append(f"\\u{ord(ch):04x}" if unicodedata.category(ch)[0] == "C" else ch)
-    cleaned = "".join(out)
-    if len(cleaned) <= limit:
-        return cleaned
-    head = (limit - 1) // 2  # clip the middle: a path's file name stays visible
-    return cleaned[:head] + "…" + cleaned[len(cleaned) - (limit - 1 - head) :]
+    return "".join(f"\\u{ord(ch):04x}" if unicodedata.category(ch)[0] == "C" else ch for ch in text)
+
+
+def _clip(text: str, limit: int) -> tuple[str, bool]:
+    """``text`` within about ``limit`` characters, the clipped middle *said*, never silent:
+    a path's start and file name stay visible, and the reader knows something is between."""
+    if len(text) <= limit:
+        return text, False
+    head = limit // 2
+    tail = limit - head
+    hidden = len(text) - head - tail
+    return f"{text[:head]}…[{hidden} characters hidden]…{text[len(text) - tail :]}", True
+
+
+def _clean(text: str, limit: int) -> str:
+    return _clip(_printable(text), limit)[0]
+
+
+def is_secret_name(name: str) -> bool:
+    """Whether an argument (or nested key) called ``name`` is redacted (see ``_SECRET_NAMES``)."""
+    snake = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name).replace("-", "_").lower()
+    return snake in _SECRET_NAMES or snake.endswith(_SECRET_SUFFIXES)
+
+
+def _redacted(value: Any) -> tuple[Any, bool]:
+    """``value`` with every secret-named key inside it redacted; and whether one was."""
+    if isinstance(value, Mapping):
+        out: dict[str, Any] = {}
+        hid = False
+        for key, item in value.items():
+            if is_secret_name(str(key)):
+                out[str(key)], hid = "[redacted]", True
+            else:
+                out[str(key)], inner = _redacted(item)
+                hid = hid or inner
+        return out, hid
+    if isinstance(value, list):
+        items = [_redacted(item) for item in value]
+        return [item for item, _ in items], any(inner for _, inner in items)
+    return value, False
+
+
+def _as_path(value: str, resolved: str | None, declared: bool) -> str:
+    """How a path argument ends up: lexically normalised, and resolved as the worker's
+    envelope check resolves it (declared ``tool.path_arguments``). Empty if nothing to add."""
+    notes = []
+    if "://" not in value and ("/" in value or "\\" in value):
+        normal = os.path.normpath(value)
+        if normal not in (value, value.rstrip("/\\")):  # a trailing slash is no news
+            notes.append(f"normalised: {normal}")
+    if declared:
+        notes.append(f"resolves to: {resolved}" if resolved else "cannot be resolved")
+    return f" ({'; '.join(notes)})" if notes else ""
 
 
 def summarize_arguments(
-    arguments: Mapping[str, Any], schema: Mapping[str, Any] | None = None
-) -> dict[str, str]:
-    """What a person sees of the arguments: clipped, nested values counted, secrets redacted.
+    arguments: Mapping[str, Any],
+    schema: Mapping[str, Any] | None = None,
+    paths: Mapping[str, str | None] | None = None,
+) -> ArgumentSummary:
+    """What a person sees of the arguments: whole values (nested ones as JSON), clipping
+    marked, path arguments normalised and resolved, secrets redacted.
 
-    A property is redacted when its name looks like a secret or the tool's input
-    schema marks it ``writeOnly`` or ``format: password``.
+    Redacted: a name :func:`is_secret_name` matches, or a property the tool's input
+    schema marks ``writeOnly`` or ``format: password``. ``paths``: the tool's declared
+    path arguments, resolved (None: cannot be). The schema's own properties come first,
+    so undeclared extras cannot push them out of view.
     """
     props = schema.get("properties") if isinstance(schema, Mapping) else None
     props = props if isinstance(props, Mapping) else {}
+    paths = paths or {}
+    declared = [k for k in props if k in arguments]
+    keys = declared + sorted(k for k in arguments if k not in props)
     out: dict[str, str] = {}
-    keys = sorted(arguments)
+    lossy = len(keys) > _MAX_SUMMARY_KEYS
     for key in keys[:_MAX_SUMMARY_KEYS]:
-        value = arguments[key]
         prop = props.get(key)
         secret = isinstance(prop, Mapping) and (
             prop.get("writeOnly") is True or prop.get("format") == "password"
         )
-        name = _clean(str(key), 40)
-        if secret or _SECRET_NAME.search(str(key)):
-            out[name] = "[redacted]"
-        elif isinstance(value, str):
-            out[name] = _clean(json.dumps(value, ensure_ascii=False), _MAX_TEXT)
-        elif value is None or isinstance(value, (bool, int, float)):
-            out[name] = json.dumps(value)
-        elif isinstance(value, Mapping):
-            out[name] = f"{{object with {len(value)} keys}}"
-        elif isinstance(value, list):
-            out[name] = f"[list of {len(value)} items]"
-        else:
-            out[name] = f"<{type(value).__name__}>"
+        name = _clean(str(key), 60)
+        if secret or is_secret_name(str(key)):
+            out[name], lossy = "[redacted]", True
+            continue
+        value, hid = _redacted(arguments[key])
+        text, clipped = _clip(_printable(json.dumps(value, ensure_ascii=False)), _MAX_TEXT)
+        if isinstance(value, str):
+            extra, more = _clip(
+                _printable(_as_path(value, paths.get(key), key in paths)), _MAX_TEXT
+            )
+            text += extra
+            clipped = clipped or more
+        out[name] = text
+        lossy = lossy or hid or clipped
     if len(keys) > _MAX_SUMMARY_KEYS:
-        out["..."] = f"{len(keys) - _MAX_SUMMARY_KEYS} more arguments"
-    return out
+        out["..."] = f"{len(keys) - _MAX_SUMMARY_KEYS} more arguments not shown"
+    return ArgumentSummary(out, lossy)
 
 
 # -- the record ---------------------------------------------------------------------------------
@@ -239,6 +319,10 @@ class Approval:
     note: str | None = None
     used_at_us: int | None = None
     receipted_status: str | None = None
+    #: The exact arguments (the store is private, 0600): what ``show --full`` prints.
+    arguments: dict[str, Any] | None = None
+    #: The summary shows less than the arguments (clipped, redacted or keys left out).
+    summary_lossy: bool = False
 
     @property
     def expires_at(self) -> str:
@@ -250,8 +334,9 @@ class Approval:
             return "expired"
         return self.status
 
-    def as_dict(self, now_us: int | None = None) -> dict[str, Any]:
-        """Plain JSON for the CLI and the governance record (no binding internals hidden)."""
+    def as_dict(self, now_us: int | None = None, *, full: bool = False) -> dict[str, Any]:
+        """Plain JSON for the CLI and the governance record (no binding internals hidden);
+        ``full``: with the exact arguments, secrets included (the operator's eyes only)."""
         data = {
             "approval_id": self.approval_id,
             "status": self.status if now_us is None else self.effective_status(now_us),
@@ -259,6 +344,7 @@ class Approval:
             "tool": self.tool,
             "worker_id": self.worker_id,
             "arguments_summary": dict(self.arguments_summary),  # display text, not values
+            "summary_lossy": self.summary_lossy,
             "arguments_digest": self.arguments_digest,
             "reason_code": self.reason_code,
             "reason": self.reason,
@@ -274,6 +360,8 @@ class Approval:
             "used_at": iso(self.used_at_us),
             "binding": self.binding,
         }
+        if full:
+            data["arguments"] = self.arguments
         if now_us is not None:
             data["expires_in_s"] = max(0, (self.expires_at_us - now_us) // 1_000_000)
         return data
@@ -310,9 +398,27 @@ CREATE INDEX IF NOT EXISTS approvals_by_status ON approvals (status, expires_at_
 """
 
 
+#: Columns added after the first release: a store written before them gains them on open
+#: (NULL or the default in old rows), so an upgrade keeps the approvals waiting in it.
+_ADDED_COLUMNS = {
+    "arguments": "TEXT",
+    "summary_lossy": "INTEGER NOT NULL DEFAULT 0",
+}
+
+
+def _add_columns(db: sqlite3.Connection) -> None:
+    have = {row[1] for row in db.execute("PRAGMA table_info(approvals)")}
+    for name, kind in _ADDED_COLUMNS.items():
+        if name not in have:
+            db.execute(f"ALTER TABLE approvals ADD COLUMN {name} {kind}")
+
+
 def _row(row: sqlite3.Row) -> Approval:
     values = dict(row)
     values["arguments_summary"] = json.loads(values["arguments_summary"])
+    if values["arguments"] is not None:
+        values["arguments"] = json.loads(values["arguments"])
+    values["summary_lossy"] = bool(values["summary_lossy"])
     return Approval(**values)
 
 
@@ -344,6 +450,7 @@ class ApprovalStore:
             db.execute("PRAGMA journal_mode = WAL")
             db.execute("PRAGMA synchronous = FULL")
             db.executescript(_SCHEMA)
+            _add_columns(db)
         except (OSError, sqlite3.Error) as exc:
             raise ApprovalError(f"cannot open the approvals store {path}: {exc}") from None
         return cls(path, db, clock)
@@ -403,6 +510,10 @@ class ApprovalStore:
         values[_COLUMNS.index("arguments_summary")] = json.dumps(
             approval.arguments_summary, sort_keys=True
         )
+        if approval.arguments is not None:
+            values[_COLUMNS.index("arguments")] = json.dumps(
+                approval.arguments, sort_keys=True, ensure_ascii=False
+            )
         marks = ", ".join("?" * len(values))
         self._write(f"INSERT INTO approvals ({', '.join(_COLUMNS)}) VALUES ({marks})", values)
 
@@ -607,6 +718,7 @@ class ApprovalDesk:
         policy_version: str | None,
         schema: Mapping[str, Any] | None,
         decide_approved: Callable[[], RouteDecision],
+        paths: Mapping[str, str | None] | None = None,
     ) -> Settled:
         """A held decision meets the store: run under an approval, refuse, or hold (again)."""
         binding = binding_digest(
@@ -635,7 +747,8 @@ class ApprovalDesk:
             decision.pending_approval_id = pending.approval_id
             decision.approval_expires_at = pending.expires_at
             return Settled(decision, pending)
-        approval = _proposal(decision, binding, tool, worker_id, arguments, schema, policy_version)
+        summary = summarize_arguments(arguments, schema, paths)
+        approval = _proposal(decision, binding, tool, worker_id, arguments, summary, policy_version)
         await self._db(self.store.add, approval)
         return Settled(decision, approval, "proposed")
 
@@ -712,7 +825,7 @@ def _proposal(
     tool: str,
     worker_id: str | None,
     arguments: Mapping[str, Any],
-    schema: Mapping[str, Any] | None,
+    summary: ArgumentSummary,
     policy_version: str | None,
 ) -> Approval:
     assert decision.pending_approval_id and decision.approval_expires_at
@@ -724,7 +837,7 @@ def _proposal(
         tool=tool,
         worker_id=worker_id,
         arguments_digest=digest(dict(arguments)),
-        arguments_summary=summarize_arguments(arguments, schema),
+        arguments_summary=summary.shown,
         reason_code=decision.deny_code,
         reason=_hold_reason(decision),
         policy_version=decision.policy_version or policy_version,
@@ -733,6 +846,8 @@ def _proposal(
         decision_id=decision.decision_id,
         created_at_us=_parse_iso_us(decision.timestamp),
         expires_at_us=_parse_iso_us(decision.approval_expires_at),
+        arguments=dict(arguments),
+        summary_lossy=summary.lossy,
     )
 
 
@@ -801,6 +916,11 @@ def approval_message(approval: Approval, now_us: int) -> str:
         f"Why a person must decide: {approval.reason or approval.reason_code}",
         "Arguments:",
         *(f"  {k}: {v}" for k, v in approval.arguments_summary.items()),
+        *(
+            ["(Abridged: some arguments are clipped, redacted or left out above.)"]
+            if approval.summary_lossy
+            else []
+        ),
         f"Approval {approval.approval_id} expires at {approval.expires_at} "
         f"(in about {minutes} min). Approving runs this exact call once; "
         "declining denies it.",

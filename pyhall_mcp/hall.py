@@ -750,6 +750,7 @@ class Hall:
                 policy_version=getattr(self.policy, "version", None),
                 schema=record.tool.input_schema if record.tool else None,
                 decide_approved=lambda: self.decide(inp, record, human_approved=True),
+                paths=self._paths_shown(record, inp.request),
             )
             decision = settled.decision
         if META_CORRELATION_ID in meta:
@@ -796,6 +797,20 @@ class Hall:
         if settled is not None and self.approvals is not None:
             await self.approvals.returned(settled, outcome)
         return outcome
+
+    def _paths_shown(
+        self, record: WorkerRecord, request: Mapping[str, Any]
+    ) -> dict[str, str | None]:
+        """The declared path arguments as the envelope check resolves them, for the person
+        who approves: inside the hall as ``<hall>/...`` (a stable text), else absolute."""
+        root = os.path.realpath(self.layout.root)
+        shown: dict[str, str | None] = {}
+        for named in self.registry.files_named(record, request).values():
+            for argument, real in named.items():
+                if real is not None and (real == root or real.startswith(root + os.sep)):
+                    real = os.path.join("<hall>", os.path.relpath(real, root))
+                shown[argument] = real
+        return shown
 
     async def _execute(
         self,

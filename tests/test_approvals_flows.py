@@ -425,7 +425,9 @@ async def test_out_of_band_cli_approval_runs_the_identical_retry_once(
             item = listed["approvals"][0]
             assert item["approval_id"] == apr and item["status"] == "pending"
             assert item["tenant_id"] == "demo-agent" and item["tool"] == "delete_file"
-            assert item["arguments_summary"] == {"path": json.dumps(str(target))}
+            # A declared path argument is shown as the envelope check resolves it.
+            resolved = "resolves to: <hall>/workspace/scratch/doomed.txt"
+            assert item["arguments_summary"] == {"path": f"{json.dumps(str(target))} ({resolved})"}
             assert "pol.demo.delete-needs-human" in item["reason"]
             assert 0 < item["expires_in_s"] <= 900
 
@@ -464,6 +466,29 @@ async def test_out_of_band_cli_approval_runs_the_identical_retry_once(
     assert steps(demo, new) == ["proposed"]
     assert [r["status"] for r in receipts(demo) if r["kind"] == "outcome"] == ["ok"]
     assert_chain_ok(demo)
+
+
+async def test_the_operator_sees_a_lossy_summary_flagged_and_can_see_it_all(gate: Path) -> None:
+    target = doomed(gate)
+    long = "./" * 200 + target.name
+    async with connect(gate, "legacy") as (client, _):
+        apr = held_id(await client.call_tool("wipe", {"path": long}))
+    code, listed = await pyhall(gate, "list")
+    item = listed["approvals"][0]
+    assert (
+        item["summary_lossy"] is True and "characters hidden]" in item["arguments_summary"]["path"]
+    )
+    assert "arguments" not in item
+    code, shown = await pyhall(gate, "show", apr, "--full")
+    assert code == 0 and shown["approval"]["arguments"] == {"path": long}
+    where = ["--hall", str(gate), "--state-dir", str(gate.parent / "state")]
+    for command, part in [
+        (["list"], f"pyhall approvals show {apr} --full"),
+        (["show", apr], "summary is abridged"),
+        (["show", apr, "--full"], json.dumps(long)),
+    ]:
+        done = await anyio.run_process([sys.executable, "-c", _CLI, "approvals", *command, *where])
+        assert part in done.stdout.decode(), (command, done.stdout.decode())
 
 
 async def test_altered_arguments_do_not_match(gate: Path) -> None:

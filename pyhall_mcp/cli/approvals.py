@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import json
 from typing import Any
 
 from ._common import (
@@ -52,6 +53,11 @@ def register(commands: argparse._SubParsersAction) -> None:
 
     show = sub.add_parser("show", help="everything recorded about one approval")
     show.add_argument("approval_id", metavar="ID")
+    show.add_argument(
+        "--full",
+        action="store_true",
+        help="also the exact arguments, unclipped and unredacted (secrets included)",
+    )
     _common(show)
     show.set_defaults(func=run_show)
 
@@ -100,16 +106,29 @@ def _minutes(seconds: int) -> str:
 
 
 def _render(item: dict[str, Any]) -> str:
-    args = "  ".join(f"{k}={v}" for k, v in item["arguments_summary"].items()) or "(no arguments)"
+    summary = item["arguments_summary"]
+    args = [f"    {k} = {v}" for k, v in summary.items()] or ["    (no arguments)"]
     head = f"{item['approval_id']}  {item['status']}  expires {item['expires_at']}"
     if item["status"] in ("pending", "approved"):
         head += f" ({_minutes(item['expires_in_s'])})"
     lines = [
         head,
         f"  who:  tenant {item['tenant_id']}",
-        f"  what: {item['tool']}  {args}",
-        f"  why:  {item['reason'] or item['reason_code']}",
+        f"  what: {item['tool']}",
+        *args,
     ]
+    if "arguments" in item and item["arguments"] is None:
+        lines.append("  exact arguments: not stored (held before this version kept them)")
+    elif "arguments" in item:  # show --full: exactly what the call carries
+        exact = json.dumps(item["arguments"], indent=2, sort_keys=True, ensure_ascii=True)
+        lines.append("  exact arguments (--full):")
+        lines.extend(f"    {line}" for line in exact.splitlines())
+    elif item.get("summary_lossy"):
+        lines.append(
+            "  note: this summary is abridged (clipped, redacted or arguments left out); "
+            f"`pyhall approvals show {item['approval_id']} --full` shows them exactly"
+        )
+    lines.append(f"  why:  {item['reason'] or item['reason_code']}")
     if item.get("decided_by"):
         verb = item["status"] if item["status"] in ("denied", "cancelled") else "approved"
         note = f" ({item['note']})" if item.get("note") else ""
@@ -149,7 +168,7 @@ def run_show(args: argparse.Namespace) -> int:
             store.close()
     if approval is None:
         raise CommandFailed(f"no approval {approval_id!r} in this hall", EXIT_NO)
-    item = approval.as_dict(now)
+    item = approval.as_dict(now, full=args.full)
     emit(args, {"ok": True, "approval": item}, _render(item))
     return EXIT_OK
 
