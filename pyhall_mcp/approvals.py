@@ -19,9 +19,10 @@ unguessable ``pending_approval_id``. This module makes that hold real:
   secret names redacted, and a flag when it shows less than the arguments.
   Receipts carry only the arguments' digest.
 - **Lifecycle.** ``pending`` -> ``approved`` | ``denied`` | ``cancelled`` |
-  ``expired``; ``approved`` -> ``executed`` | ``expired``. Decline, cancel and
-  timeout are denials. A ``denied`` approval refuses identical retries until
-  it expires (no nagging the person); a cancelled or expired one does not.
+  ``expired``; ``approved`` -> ``executed`` | ``denied`` (revoked before it
+  ran) | ``expired``. Decline, cancel and timeout are denials. A ``denied``
+  approval refuses identical retries until it expires (no nagging the
+  person); a cancelled or expired one does not.
 - **Receipts.** Each step is an ``approval`` receipt in the hall's chain:
   ``proposed``, ``approved`` / ``denied`` / ``cancelled`` / ``expired``,
   ``executed``, ``returned`` (and ``refused`` for a stale or replayed
@@ -323,6 +324,9 @@ class Approval:
     arguments: dict[str, Any] | None = None
     #: The summary shows less than the arguments (clipped, redacted or keys left out).
     summary_lossy: bool = False
+    #: Who approved it and when, once that approval was revoked (denied before it ran).
+    approved_by: str | None = None
+    approved_at_us: int | None = None
 
     @property
     def expires_at(self) -> str:
@@ -358,6 +362,8 @@ class Approval:
             "decided_by": self.decided_by,
             "note": self.note,
             "used_at": iso(self.used_at_us),
+            "approved_by": self.approved_by,
+            "approved_at": iso(self.approved_at_us),
             "binding": self.binding,
         }
         if full:
@@ -403,6 +409,8 @@ CREATE INDEX IF NOT EXISTS approvals_by_status ON approvals (status, expires_at_
 _ADDED_COLUMNS = {
     "arguments": "TEXT",
     "summary_lossy": "INTEGER NOT NULL DEFAULT 0",
+    "approved_by": "TEXT",
+    "approved_at_us": "INTEGER",
 }
 
 
@@ -520,7 +528,13 @@ class ApprovalStore:
     def decide(
         self, approval_id: str, status: Status, *, by: str, note: str | None = None
     ) -> Approval:
-        """Record a decision about a pending approval; :class:`ApprovalError` if it cannot be."""
+        """Record a decision about a pending approval; :class:`ApprovalError` if it cannot be.
+
+        ``denied`` also revokes an approval that has not run yet (the approver is kept
+        in ``approved_by``): a person who changes their mind must not have to wait for
+        the expiry. A used approval stays used; the race with :meth:`consume` is one
+        conditional ``UPDATE`` each, so exactly one of them wins.
+        """
         if status not in DECISIONS:
             raise ApprovalError(f"{status!r} is not a decision ({', '.join(DECISIONS)})")
         now = self.now_us()
@@ -530,6 +544,15 @@ class ApprovalStore:
                 "UPDATE approvals SET status = 'expired' "
                 "WHERE approval_id = ? AND status IN ('pending', 'approved')",
                 (approval_id,),
+            )
+        elif status == "denied":
+            changed = self._write(
+                "UPDATE approvals SET status = 'denied', "
+                "approved_by = CASE WHEN status = 'approved' THEN decided_by ELSE NULL END, "
+                "approved_at_us = CASE WHEN status = 'approved' THEN decided_at_us ELSE NULL END, "
+                "decided_at_us = ?, decided_by = ?, note = ? "
+                "WHERE approval_id = ? AND status IN ('pending', 'approved') AND expires_at_us > ?",
+                (now, _clean(by, 120), note, approval_id, now),
             )
         else:
             changed = self._write(
@@ -616,6 +639,12 @@ def approval_receipt(approval: Approval, step: str, **extra: Any) -> dict[str, A
     if step in DECISIONS:
         body.update(decided_by=approval.decided_by, decided_at=iso(approval.decided_at_us))
         body["note"] = approval.note
+    if step == "denied" and approval.approved_by is not None:  # an approval revoked unused
+        body.update(
+            revoked=True,
+            approved_by=approval.approved_by,
+            approved_at=iso(approval.approved_at_us),
+        )
     body.update(extra)
     return body
 

@@ -308,6 +308,40 @@ def test_decisions_are_final_and_checked(store: ApprovalStore, clock: Clock) -> 
         store.decide(approval.approval_id, "executed", by="x")  # type: ignore[arg-type]
 
 
+def test_deny_revokes_an_unused_approval_and_is_receipted(
+    store: ApprovalStore, clock: Clock
+) -> None:
+    approval = _approval(clock)
+    store.add(approval)
+    store.mark_receipted(approval.approval_id, "pending")
+    store.decide(approval.approval_id, "approved", by="operator:alice")
+    bodies: list[dict[str, Any]] = []
+    sweep(store, bodies.append)
+    revoked = store.decide(approval.approval_id, "denied", by="operator:bob", note="oops")
+    assert (revoked.status, revoked.decided_by) == ("denied", "operator:bob")
+    assert revoked.approved_by == "operator:alice" and revoked.approved_at_us is not None
+    assert not store.consume(approval.approval_id, approval.binding), "a revoked one never runs"
+    sweep(store, bodies.append)
+    assert [b["step"] for b in bodies] == ["approved", "denied"]
+    assert bodies[1]["revoked"] is True and bodies[1]["approved_by"] == "operator:alice"
+    assert (bodies[1]["decided_by"], bodies[1]["denial"]) == ("operator:bob", True)
+
+
+def test_a_used_approval_cannot_be_revoked(store: ApprovalStore, clock: Clock) -> None:
+    approval = _approval(clock)
+    store.add(approval)
+    store.decide(approval.approval_id, "approved", by="operator:alice")
+    assert store.consume(approval.approval_id, approval.binding)
+    with pytest.raises(ApprovalError, match="already used"):
+        store.decide(approval.approval_id, "denied", by="operator:bob")
+    # Only a denial revokes: a dismissal cannot undo an approval.
+    other = _approval(clock, 1)
+    store.add(other)
+    store.decide(other.approval_id, "approved", by="operator:alice")
+    with pytest.raises(ApprovalError, match="already approved"):
+        store.decide(other.approval_id, "cancelled", by="person")
+
+
 def test_expiry_by_the_clock(store: ApprovalStore, clock: Clock) -> None:
     pending, approved = _approval(clock, 1), _approval(clock, 2)
     store.add(pending)

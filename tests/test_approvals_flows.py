@@ -544,6 +544,26 @@ async def test_operator_denial_refuses_retries_and_is_receipted_without_a_gatewa
     assert_chain_ok(gate)
 
 
+async def test_operator_can_revoke_an_approval_before_it_runs(gate: Path) -> None:
+    target = doomed(gate)
+    async with connect(gate, "legacy") as (client, _):
+        apr = held_id(await client.call_tool("wipe", {"path": target.name}))
+    code, _ = await pyhall(gate, "approve", apr, "--by", "alice")
+    assert code == 0
+    code, revoked = await pyhall(gate, "deny", apr, "--by", "bob", "--note", "wrong file")
+    assert code == 0, revoked
+    assert revoked["approval"]["status"] == "denied"
+    assert revoked["approval"]["approved_by"] == "alice"
+    async with connect(gate, "legacy") as (client, _):
+        refused = await client.call_tool("wipe", {"path": target.name})
+        assert "wrong file" in denial(refused, APPROVAL_DENIED_CODE)["deny_message"]
+    assert target.exists(), "the revoked approval ran nothing"
+    assert steps(gate, apr) == ["proposed", "approved", "denied"]
+    step = next(r for r in receipts(gate) if r.get("step") == "denied")
+    assert (step["revoked"], step["approved_by"], step["decided_by"]) == (True, "alice", "bob")
+    assert_chain_ok(gate)
+
+
 def test_cli_errors_are_clean(gate: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from pyhall_mcp.cli import main
 

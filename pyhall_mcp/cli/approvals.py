@@ -3,7 +3,8 @@
 A call held for a person (``DENY_REQUIRES_HUMAN_APPROVAL``, or
 ``DENY_REQUIRES_HUMAN`` from the blast gate) waits in the hall's approvals
 store. ``approve`` lets the agent's *identical* retry run once before the
-approval expires; ``deny`` refuses identical retries until then.
+approval expires; ``deny`` refuses identical retries until then, and also
+revokes an approval that has not run yet.
 
 Receipts: while a gateway serves the hall it holds the receipt log, so this
 command only records the decision (who, when, note) in the store and the
@@ -61,10 +62,12 @@ def register(commands: argparse._SubParsersAction) -> None:
     _common(show)
     show.set_defaults(func=run_show)
 
-    for name, verb in (("approve", "approved"), ("deny", "denied")):
+    for name, verb, what in (
+        ("approve", "approved", "approve a held call"),
+        ("deny", "denied", "deny a held call, or revoke an approval not used yet"),
+    ):
         decide = sub.add_parser(
-            name,
-            help=f"{name} a held call (exit 1 if unknown, expired or already decided)",
+            name, help=f"{what} (exit 1 if unknown, expired, already decided or used)"
         )
         decide.add_argument("approval_id", metavar="ID")
         decide.add_argument("--note", help="why (recorded with the decision and receipted)")
@@ -129,6 +132,8 @@ def _render(item: dict[str, Any]) -> str:
             f"`pyhall approvals show {item['approval_id']} --full` shows them exactly"
         )
     lines.append(f"  why:  {item['reason'] or item['reason_code']}")
+    if item.get("approved_by"):
+        lines.append(f"  approved by {item['approved_by']} at {item['approved_at']}, then revoked")
     if item.get("decided_by"):
         verb = item["status"] if item["status"] in ("denied", "cancelled") else "approved"
         note = f" ({item['note']})" if item.get("note") else ""
@@ -204,6 +209,8 @@ def run_decide(args: argparse.Namespace) -> int:
         then = f"the agent's identical retry runs once before {item['expires_at']}"
     else:
         then = f"identical retries are refused until {item['expires_at']}"
+        if approval.approved_by:  # it was approved and had not run: revoked
+            then = f"the approval by {approval.approved_by} is revoked; {then}"
     text = (
         f"{args.decision} {approval_id}: {item['tool']} for tenant {item['tenant_id']}; "
         f"{then}.\n{receipted['message']}"
