@@ -94,6 +94,7 @@ __all__ = [
     "summarize_arguments",
     "sweep",
     "sweep_forever",
+    "sweep_once",
     "verdict_of",
 ]
 
@@ -905,15 +906,19 @@ async def sweep_forever(desk: Callable[[], ApprovalDesk | None], interval_s: flo
     """The gateway's background sweep; ``desk`` is read each round (reloads swap halls)."""
     import anyio
 
-    while True:
-        await anyio.sleep(interval_s)
+    while True:  # sweep first: decisions made while no gateway ran are receipted at start
         current = desk()
-        if current is None:
-            continue
-        try:
-            await current.sweep()
-        except Exception as exc:  # the next round retries; a call also sweeps
-            sys.stderr.write(f"pyhall: approvals sweep failed: {type(exc).__name__}: {exc}\n")
+        if current is not None:
+            await sweep_once(current)
+        await anyio.sleep(interval_s)
+
+
+async def sweep_once(desk: ApprovalDesk) -> None:
+    """One sweep that never raises (the gateway's start, rounds and shutdown)."""
+    try:
+        await desk.sweep()
+    except Exception as exc:  # the next round retries; a call also sweeps
+        sys.stderr.write(f"pyhall: approvals sweep failed: {type(exc).__name__}: {exc}\n")
 
 
 # -- in band: asking the person at the MCP client ------------------------------------------------

@@ -326,6 +326,9 @@ def build_server(gateway: Gateway, *, watch: bool = True) -> Server[Any]:
             finally:
                 tasks.cancel_scope.cancel()
                 with anyio.CancelScope(shield=True):
+                    desk = gateway.hall.approvals
+                    if desk is not None:  # an operator's last decisions, before the log closes
+                        await approvals.sweep_once(desk)
                     await gateway.hall.aclose()
 
     server = Server(

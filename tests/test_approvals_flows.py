@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -406,7 +407,7 @@ async def test_out_of_band_cli_approval_runs_the_identical_retry_once(
     target = demo / "workspace" / "scratch" / "doomed.txt"
     target.write_text("delete me\n")
     call = {"path": str(target)}  # absolute: under the workspace however paths resolve
-    async with connect(demo, mode) as (client, gateway):
+    async with connect(demo, mode) as (client, _):
         held = await client.call_tool("delete_file", call)
         apr = held_id(held)
         assert held.structured_content["approval_expires_at"]  # type: ignore[index]
@@ -434,11 +435,10 @@ async def test_out_of_band_cli_approval_runs_the_identical_retry_once(
         code, approved = await pyhall(demo, "approve", apr, "--note", "cleanup", "--by", "alice")
         assert code == 0, approved
         assert approved["approval"]["status"] == "approved"
-        assert approved["receipts"]["by_gateway"] is True, "the running gateway holds the log"
+        # The running gateway holds the log; the command waited for its sweep to receipt it.
+        assert approved["receipts"]["by_gateway"] is True, approved["receipts"]
+        assert steps(demo, apr) == ["proposed", "approved"]
         assert target.exists(), "approving runs nothing by itself"
-        if mode == "legacy":  # the gateway's periodic sweep receipts it without any retry
-            assert await gateway.hall.approvals.sweep() == 1  # type: ignore[union-attr]
-            assert steps(demo, apr) == ["proposed", "approved"]
 
         ran = await client.call_tool("delete_file", call)
         assert ran.is_error is not True, ran
@@ -561,6 +561,58 @@ async def test_operator_can_revoke_an_approval_before_it_runs(gate: Path) -> Non
     assert steps(gate, apr) == ["proposed", "approved", "denied"]
     step = next(r for r in receipts(gate) if r.get("step") == "denied")
     assert (step["revoked"], step["approved_by"], step["decided_by"]) == (True, "alice", "bob")
+    assert_chain_ok(gate)
+
+
+def _hold_the_log(hall: Path, seconds: float) -> threading.Thread:
+    """Another short-lived process's hold on the receipt log (a ``pyhall call``)."""
+    from pyhall_mcp.audit import ReceiptLog
+
+    log = ReceiptLog.open(layout_of(hall))
+    thread = threading.Thread(target=lambda: (time.sleep(seconds), log.close()))
+    thread.start()
+    return thread
+
+
+async def test_the_cli_waits_for_a_briefly_held_log_and_receipts(gate: Path) -> None:
+    async with connect(gate, "legacy") as (client, _):
+        apr = held_id(await client.call_tool("wipe", {"path": doomed(gate).name}))
+    holder = _hold_the_log(gate, 1.5)
+    code, denied = await pyhall(gate, "deny", apr)
+    holder.join()
+    assert code == 0 and denied["receipts"]["written"] == 1, denied["receipts"]
+    assert steps(gate, apr) == ["proposed", "denied"]
+    assert_chain_ok(gate)
+
+
+async def test_the_cli_says_when_a_decision_is_not_receipted_yet(gate: Path) -> None:
+    async with connect(gate, "legacy") as (client, _):
+        apr = held_id(await client.call_tool("wipe", {"path": doomed(gate).name}))
+    holder = _hold_the_log(gate, 3.0)
+    where = ["--hall", str(gate), "--state-dir", str(gate.parent / "state"), "--json"]
+    quick = "import pyhall_mcp.approvals as a; a.SWEEP_INTERVAL_S = 0.2; " + _CLI
+    done = await anyio.run_process([sys.executable, "-c", quick, "approvals", "deny", apr, *where])
+    holder.join()
+    receipts_ = json.loads(done.stdout)["receipts"]
+    assert receipts_["written"] == 0 and receipts_["by_gateway"] is False
+    assert "NOT receipted yet" in receipts_["message"]
+    assert steps(gate, apr) == ["proposed"]
+    # ... and a gateway's start receipts it, with no call at all.
+    async with connect(gate, "legacy"):
+        for _ in range(50):
+            if steps(gate, apr) == ["proposed", "denied"]:
+                break
+            await anyio.sleep(0.1)
+    assert steps(gate, apr) == ["proposed", "denied"]
+    assert_chain_ok(gate)
+
+
+async def test_a_stopping_gateway_receipts_the_last_decisions(gate: Path) -> None:
+    async with connect(gate, "legacy") as (client, gateway):
+        apr = held_id(await client.call_tool("wipe", {"path": doomed(gate).name}))
+        gateway.hall.approvals.store.decide(apr, "approved", by="operator:late")  # type: ignore[union-attr]
+        # stopped before the next periodic sweep (5 s)
+    assert steps(gate, apr) == ["proposed", "approved"]
     assert_chain_ok(gate)
 
 

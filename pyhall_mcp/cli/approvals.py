@@ -7,9 +7,11 @@ approval expires; ``deny`` refuses identical retries until then, and also
 revokes an approval that has not run yet.
 
 Receipts: while a gateway serves the hall it holds the receipt log, so this
-command only records the decision (who, when, note) in the store and the
-gateway receipts it within seconds (or at the agent's retry). When no gateway
-runs, this command takes the log itself and receipts the decision at once.
+command records the decision (who, when, note) in the store and waits, up to
+one sweep interval, for the gateway to receipt it. When no process holds the
+log (or it is freed meanwhile), this command takes it and receipts the
+decision itself. Otherwise it says the decision is not receipted yet, and what
+will receipt it.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
+import time
 from typing import Any
 
 from ._common import (
@@ -201,7 +204,7 @@ def run_decide(args: argparse.Namespace) -> int:
             )
         except ApprovalError as exc:
             raise CommandFailed(str(exc), EXIT_NO) from None
-        receipted = _receipt_now(hall_layout(args, writes=True), store)
+        receipted = _receipt_now(hall_layout(args, writes=True), store, approval_id)
     finally:
         store.close()
     item = approval.as_dict(store.now_us())
@@ -219,27 +222,48 @@ def run_decide(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _receipt_now(layout: Any, store: Any) -> dict[str, Any]:
-    """Receipt the decision now if no gateway holds the log; else the gateway will."""
+def _receipt_now(layout: Any, store: Any, approval_id: str) -> dict[str, Any]:
+    """Receipt the decision before returning, when that can be done in a few seconds.
+
+    Only the process holding the receipt log writes receipts. A serving gateway
+    holds it and receipts the decision at its next sweep; a short-lived process
+    (``pyhall call``, another approver) holds it briefly. So wait, up to one sweep
+    interval and a second, until either the log is free (receipt it here) or the
+    holder has receipted it; otherwise say plainly that it is not receipted yet.
+    """
     from ..approvals import SWEEP_INTERVAL_S, sweep
     from ..audit import ReceiptLog
     from ..errors import AuditError, IntegrityError, PyhallError
 
     if not layout.audit_db.exists():
         return {"written": 0, "message": "This hall keeps no receipt log; nothing to receipt."}
-    try:
-        log = ReceiptLog.open(layout)
-    except AuditError as exc:
-        if not isinstance(exc, IntegrityError) and "another process" in str(exc):
+    deadline = time.monotonic() + SWEEP_INTERVAL_S + 1.0
+    while True:
+        try:
+            log = ReceiptLog.open(layout)
+            break
+        except AuditError as exc:
+            if isinstance(exc, IntegrityError) or "another process" not in str(exc):
+                return {"written": 0, "message": f"Decision recorded, NOT receipted: {exc}"}
+        except PyhallError as exc:  # a key or keyring problem: the decision stands, say so
+            return {"written": 0, "message": f"Decision recorded, NOT receipted: {exc}"}
+        current = store.get(approval_id)
+        if current is not None and current.receipted_status == current.status:
             return {
                 "written": 0,
                 "by_gateway": True,
-                "message": "A running gateway holds the receipt log; it receipts this decision "
-                f"within {SWEEP_INTERVAL_S:g} s or at the agent's retry.",
+                "message": "Receipted by the running gateway, which holds the receipt log.",
             }
-        return {"written": 0, "message": f"Decision recorded, NOT receipted: {exc}"}
-    except PyhallError as exc:  # a key or keyring problem: the decision stands, say so
-        return {"written": 0, "message": f"Decision recorded, NOT receipted: {exc}"}
+        if time.monotonic() >= deadline:
+            return {
+                "written": 0,
+                "by_gateway": False,
+                "message": "Decision recorded, NOT receipted yet: another process holds the "
+                "receipt log. A gateway serving this hall receipts it at its next sweep "
+                f"(every {SWEEP_INTERVAL_S:g} s while it runs, and when it starts or stops), "
+                "or the next `pyhall approvals approve|deny` that gets the log does.",
+            }
+        time.sleep(0.2)
     try:
         written = sweep(store, log.record_sync)
     finally:
