@@ -328,6 +328,9 @@ class Approval:
     #: Who approved it and when, once that approval was revoked (denied before it ran).
     approved_by: str | None = None
     approved_at_us: int | None = None
+    #: Where the call would run and what data it carries (in the binding; shown to people).
+    env: str | None = None
+    data_label: str | None = None
 
     @property
     def expires_at(self) -> str:
@@ -346,6 +349,8 @@ class Approval:
             "approval_id": self.approval_id,
             "status": self.status if now_us is None else self.effective_status(now_us),
             "tenant_id": self.tenant_id,
+            "env": self.env,
+            "data_label": self.data_label,
             "tool": self.tool,
             "worker_id": self.worker_id,
             "arguments_summary": dict(self.arguments_summary),  # display text, not values
@@ -412,6 +417,8 @@ _ADDED_COLUMNS = {
     "summary_lossy": "INTEGER NOT NULL DEFAULT 0",
     "approved_by": "TEXT",
     "approved_at_us": "INTEGER",
+    "env": "TEXT",
+    "data_label": "TEXT",
 }
 
 
@@ -878,6 +885,8 @@ def _proposal(
         expires_at_us=_parse_iso_us(decision.approval_expires_at),
         arguments=dict(arguments),
         summary_lossy=summary.lossy,
+        env=decision.env,
+        data_label=decision.data_label,
     )
 
 
@@ -946,7 +955,7 @@ def approval_message(approval: Approval, now_us: int) -> str:
     minutes = max(0, (approval.expires_at_us - now_us) // 60_000_000)
     lines = [
         f"Approve a governed tool call? Agent (tenant {approval.tenant_id}) wants to run "
-        f"the tool '{approval.tool}'.",
+        f"the tool '{approval.tool}' (env {approval.env}, data {approval.data_label}).",
         f"Why a person must decide: {approval.reason or approval.reason_code}",
         "Arguments:",
         *(f"  {k}: {v}" for k, v in approval.arguments_summary.items()),

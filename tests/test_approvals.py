@@ -64,6 +64,8 @@ def _approval(clock: Clock, n: int = 0, *, ttl_s: int = 900, **changes: Any) -> 
         "decision_id": "dec-1",
         "created_at_us": int(clock.now * 1e6),
         "expires_at_us": int((clock.now + ttl_s) * 1e6),
+        "env": "dev",
+        "data_label": "PUBLIC",
     }
     return Approval(**{**base, **changes})
 
@@ -435,7 +437,14 @@ def test_opening_an_unusable_store_is_an_approval_error(tmp_path: Path) -> None:
 def test_message_names_tool_arguments_reason_and_expiry(clock: Clock) -> None:
     approval = _approval(clock)
     text = approval_message(approval, int(clock.now * 1e6))
-    for part in ("delete_file", "tenant-a", '"notes/a.txt"', "Deleting needs a person.", "15 min"):
+    for part in (
+        "delete_file",
+        "tenant-a",
+        '"notes/a.txt"',
+        "Deleting needs a person.",
+        "15 min",
+        "env dev, data PUBLIC",
+    ):
         assert part in text, part
     assert approval.expires_at in text and approval.approval_id in text
     schema = approval_schema()

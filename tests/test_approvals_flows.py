@@ -491,6 +491,22 @@ async def test_the_operator_sees_a_lossy_summary_flagged_and_can_see_it_all(gate
         assert part in done.stdout.decode(), (command, done.stdout.decode())
 
 
+async def test_list_and_show_say_env_data_label_and_supervisor_level(gate: Path) -> None:
+    async with connect(gate, "legacy", data_label="INTERNAL") as (client, _):
+        apr = held_id(await client.call_tool("wipe", {"path": doomed(gate).name}))
+    code, shown = await pyhall(gate, "show", apr)
+    item = shown["approval"]
+    assert code == 0
+    assert (item["env"], item["data_label"]) == ("dev", "INTERNAL")
+    assert item["supervisor_level"]
+    where = ["--hall", str(gate), "--state-dir", str(gate.parent / "state")]
+    for command in (["list"], ["show", apr]):
+        done = await anyio.run_process([sys.executable, "-c", _CLI, "approvals", *command, *where])
+        text = done.stdout.decode()
+        assert "env dev, data label INTERNAL" in text, text
+        assert f"supervisor level {item['supervisor_level']}" in text, text
+
+
 async def test_altered_arguments_do_not_match(gate: Path) -> None:
     first, second = doomed(gate, "a.txt"), doomed(gate, "b.txt")
     async with connect(gate, "legacy") as (client, gateway):

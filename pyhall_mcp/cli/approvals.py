@@ -119,7 +119,8 @@ def _render(item: dict[str, Any]) -> str:
         head += f" ({_minutes(item['expires_in_s'])})"
     lines = [
         head,
-        f"  who:  tenant {item['tenant_id']}",
+        f"  who:  tenant {item['tenant_id']}, env {item['env'] or '?'}, "
+        f"data label {item['data_label'] or '?'}",
         f"  what: {item['tool']}",
         *args,
     ]
@@ -135,6 +136,8 @@ def _render(item: dict[str, Any]) -> str:
             f"`pyhall approvals show {item['approval_id']} --full` shows them exactly"
         )
     lines.append(f"  why:  {item['reason'] or item['reason_code']}")
+    if item.get("supervisor_level"):
+        lines.append(f"  who decides: supervisor level {item['supervisor_level']}")
     if item.get("approved_by"):
         lines.append(f"  approved by {item['approved_by']} at {item['approved_at']}, then revoked")
     if item.get("decided_by"):
