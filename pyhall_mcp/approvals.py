@@ -6,8 +6,9 @@ unguessable ``pending_approval_id``. This module makes that hold real:
 
 - **Binding.** An approval is bound to :func:`binding_digest` of the exact
   call: tenant, env, data label, tool, worker, canonical arguments, the
-  hall's policy version and why it was held. A retry with other arguments, by
-  another tenant or under changed policies does not match.
+  hall's policy version, its rules' digest, the matched rule and why it was
+  held. A retry with other arguments, by another tenant or under changed
+  policies or rules does not match.
 - **Store.** :class:`ApprovalStore` keeps approvals durably in SQLite
   (``.pyhall/approvals.db``, WAL, ``synchronous=FULL``) beside the receipts.
   Every state change is one conditional ``UPDATE``, so the gateway and the
@@ -167,11 +168,13 @@ def binding_digest(
     arguments: Mapping[str, Any],
     policy_version: str | None,
     hold_code: str | None,
+    rules_digest: str | None,
+    matched_rule_id: str | None,
 ) -> str:
-    """The digest an approval is bound to: exactly this call, under these policies."""
+    """The digest an approval is bound to: exactly this call, under these rules and policies."""
     return digest(
         {
-            "v": 1,
+            "v": 2,
             "tenant_id": tenant_id,
             "env": env,
             "data_label": data_label,
@@ -180,6 +183,8 @@ def binding_digest(
             "arguments_digest": digest(dict(arguments)),
             "policy_version": policy_version,
             "hold_code": hold_code,
+            "rules_digest": rules_digest,
+            "matched_rule_id": matched_rule_id,
         }
     )
 
@@ -755,6 +760,7 @@ class ApprovalDesk:
         policy_version: str | None,
         schema: Mapping[str, Any] | None,
         decide_approved: Callable[[], RouteDecision],
+        rules_digest: str,
         paths: Mapping[str, str | None] | None = None,
     ) -> Settled:
         """A held decision meets the store: run under an approval, refuse, or hold (again)."""
@@ -767,6 +773,8 @@ class ApprovalDesk:
             arguments=arguments,
             policy_version=policy_version,
             hold_code=decision.deny_code,
+            rules_digest=rules_digest,
+            matched_rule_id=decision.matched_rule_id,
         )
         await self.sweep()  # an operator's decision is receipted before it is acted on
         approved = await self._db(self.store.find, binding, "approved")

@@ -751,6 +751,7 @@ class Hall:
                 schema=record.tool.input_schema if record.tool else None,
                 decide_approved=lambda: self.decide(inp, record, human_approved=True),
                 paths=self._paths_shown(record, inp.request),
+                rules_digest=self.rules.digest,
             )
             decision = settled.decision
         if META_CORRELATION_ID in meta:

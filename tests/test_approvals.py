@@ -35,6 +35,8 @@ _CALL: dict[str, Any] = {
     "arguments": {"path": "notes/a.txt", "force": True},
     "policy_version": "sha256:" + "1" * 64,
     "hold_code": "DENY_REQUIRES_HUMAN_APPROVAL",
+    "rules_digest": "sha256:" + "4" * 64,
+    "matched_rule_id": "rr.demo.delete",
 }
 
 
@@ -98,6 +100,8 @@ def test_binding_is_the_exact_call() -> None:
         ("arguments", {"path": "notes/a.txt", "force": False}),
         ("policy_version", "sha256:" + "3" * 64),
         ("hold_code", "DENY_REQUIRES_HUMAN"),
+        ("rules_digest", "sha256:" + "5" * 64),
+        ("matched_rule_id", "rr.demo.other"),
     ]:
         assert binding_digest(**{**_CALL, key: other}) != binding_digest(**_CALL), key
 

@@ -522,6 +522,23 @@ async def test_altered_arguments_do_not_match(gate: Path) -> None:
     assert_chain_ok(gate)
 
 
+async def test_editing_only_the_rules_invalidates_an_approval(gate: Path) -> None:
+    target = doomed(gate)
+    async with connect(gate, "legacy") as (client, gateway):
+        apr = held_id(await client.call_tool("wipe", {"path": target.name}))
+        gateway.hall.approvals.store.decide(apr, "approved", by="operator:test")  # type: ignore[union-attr]
+        rules = gate / "rules" / "test.yaml"
+        rules.write_text(  # another rule, for a capability nobody calls here
+            rules.read_text()
+            + "\n  - rule_id: rr.test.added\n    match: {capability_id: cap.test.none}\n"
+        )
+        assert await gateway.reload()
+        again = held_id(await client.call_tool("wipe", {"path": target.name}))
+        assert again != apr, "approved under other rules: asked anew"
+    assert target.exists()
+    assert steps(gate, apr) == ["proposed", "approved"]
+
+
 async def test_expired_approval_is_held_again(gate: Path) -> None:
     target = doomed(gate)
     async with connect(gate, "legacy") as (client, gateway):
