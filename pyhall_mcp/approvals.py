@@ -49,6 +49,7 @@ expiring); the store makes it single use, so a replayed state is refused.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -58,14 +59,14 @@ import sys
 import threading
 import time
 import unicodedata
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from .canonical import digest
-from .errors import ApprovalError
+from .errors import ApprovalError, ConfigError
 
 if TYPE_CHECKING:
     from .hall import CallOutcome, Hall
@@ -92,6 +93,7 @@ __all__ = [
     "is_secret_name",
     "iso",
     "resume_in_band",
+    "store_errors_as_config",
     "summarize_arguments",
     "sweep",
     "sweep_forever",
@@ -476,6 +478,28 @@ class ApprovalStore:
             raise ApprovalError(f"cannot open the approvals store {path}: {exc}") from None
         return cls(path, db, clock)
 
+    @staticmethod
+    def check(path: str | Path) -> None:
+        """Raise :class:`ApprovalError` if the store at ``path`` (when there is one) would
+        not open or is damaged; reads only, so ``--check`` and ``validate`` can say so."""
+        path = Path(path)
+        if not path.exists():
+            return  # created on first start
+        try:
+            uri = path.resolve().as_uri() + "?mode=ro"
+            db = sqlite3.connect(uri, uri=True, timeout=10.0, isolation_level=None)
+            try:
+                found = db.execute("PRAGMA quick_check").fetchone()
+                if found is None or found[0] != "ok":
+                    raise sqlite3.DatabaseError(f"integrity check: {found[0] if found else '?'}")
+                tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master")}
+                if tables and "approvals" not in tables:
+                    raise sqlite3.DatabaseError("it has no approvals table")
+            finally:
+                db.close()
+        except (OSError, sqlite3.Error) as exc:
+            raise ApprovalError(f"cannot open the approvals store {path}: {exc}") from None
+
     def now_us(self) -> int:
         return _now_us(self.clock)
 
@@ -606,6 +630,21 @@ class ApprovalStore:
             "AND receipted_status = status",
             (self.now_us(),),
         )
+
+
+@contextlib.contextmanager
+def store_errors_as_config(path: Path) -> Iterator[None]:
+    """An approvals store that cannot be opened is a configuration error (exit 3) naming
+    the file and the fix: the gateway must not serve without it, and it is not a bug."""
+    try:
+        yield
+    except ApprovalError as exc:
+        raise ConfigError(
+            str(exc).replace(f" {path}:", ":", 1),  # the file is named once, as ``file``
+            file=str(path),
+            fix="move the damaged file aside (with its -wal and -shm files) and start again: "
+            "calls held in it are asked anew; decisions already made stay in the receipts",
+        ) from None
 
 
 def _why_not(approval_id: str, current: Approval | None, now_us: int) -> str:

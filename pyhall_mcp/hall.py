@@ -503,6 +503,10 @@ class Hall:
         permissions), the receipt keyring and the log's schema. For ``--check`` and the
         launch check of ``pyhall call``, which must not say OK about a hall that will
         refuse to serve."""
+        from .approvals import ApprovalStore, store_errors_as_config
+
+        with store_errors_as_config(self.layout.approvals_db):
+            ApprovalStore.check(self.layout.approvals_db)
         if not self.settings.audit.enabled:
             return
         from .audit import SQLiteReceiptStore
@@ -526,9 +530,10 @@ class Hall:
                 checkpoint_interval_s=self.settings.audit.checkpoint_interval_s,
             )
         if self.approvals is None:
-            from .approvals import ApprovalDesk
+            from .approvals import ApprovalDesk, store_errors_as_config
 
-            self.approvals = ApprovalDesk.open(self.layout, self._receipt)
+            with store_errors_as_config(self.layout.approvals_db):
+                self.approvals = ApprovalDesk.open(self.layout, self._receipt)
         return self.audit
 
     async def aclose(self) -> None:

@@ -649,6 +649,38 @@ async def test_a_stopping_gateway_receipts_the_last_decisions(gate: Path) -> Non
     assert_chain_ok(gate)
 
 
+def test_a_damaged_store_fails_check_validate_and_start_as_configuration(
+    gate: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Exit 3 naming the file and the fix, everywhere: ``--check`` must not say OK about
+    a hall whose gateway will refuse to start."""
+    from pyhall_mcp.cli import main as pyhall_main
+    from pyhall_mcp.gateway import main as gateway_main
+
+    state = gate.parent / "state"
+    state.mkdir()
+    damaged = state / "approvals.db"
+    damaged.write_bytes(b"this is not a database" * 300)
+    where = ["--hall", str(gate), "--state-dir", str(state)]
+    launch = [*where, "--floor", "require_worker_attestation=false"]
+    assert gateway_main([*launch, "--check"]) == 3
+    assert gateway_main(launch) == 3
+    said = capsys.readouterr().err
+    assert said.count(f"{damaged}: cannot open the approvals store: file is not a database") == 2
+    assert "(fix: move the damaged file aside" in said
+    assert pyhall_main(["approvals", "list", *where]) == 3
+    assert "move the damaged file aside" in capsys.readouterr().err
+
+    from pyhall_mcp.cli.validate import check_hall
+
+    (gate / ".pyhall").mkdir()
+    (gate / ".pyhall" / "approvals.db").write_bytes(b"this is not a database" * 300)
+    found = [p for p in check_hall(gate) if "approvals.db" in str(p.file)]
+    assert (
+        len(found) == 1 and found[0].severity == "error" and "move the damaged" in str(found[0].fix)
+    )
+
+
 def test_cli_errors_are_clean(gate: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from pyhall_mcp.cli import main
 

@@ -87,12 +87,13 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 def _store(args: argparse.Namespace, *, create: bool, writes: bool = False) -> Any:
     """The hall's approvals store; None when it does not exist and ``create`` is false."""
-    from ..approvals import ApprovalStore
+    from ..approvals import ApprovalStore, store_errors_as_config
 
     layout = hall_layout(args, writes=writes or create)
     if not create and not layout.approvals_db.exists():
         return None
-    return ApprovalStore.open(layout.approvals_db)
+    with store_errors_as_config(layout.approvals_db):
+        return ApprovalStore.open(layout.approvals_db)
 
 
 def _check_id(approval_id: str) -> str:
