@@ -1170,7 +1170,19 @@ async def _conclude(
             approval.approval_id, status, by=_BY_ELICITATION, note=note
         )
     except ApprovalError as exc:
-        return await _refusal(hall, params.name, approval.approval_id, approval, str(exc))
+        # The operator decided while the person was asked. A "no" from either wins (a
+        # decline revokes an operator's approval in answer()); report what stands.
+        decided, receipt = await desk.get(approval.approval_id), {}
+        if decided is not None and decided.status == "denied":
+            return _denied_outcome(hall, params.name, decided, receipt)
+        if decided is not None and decided.status == "approved" and status != "approved":
+            then = (
+                "The operator's approval stands: the identical call runs once if made again "
+                f"before {decided.expires_at}."
+            )
+            return await _refusal(hall, params.name, approval.approval_id, approval, str(exc), then)
+        if decided is None or decided.status != "approved":
+            return await _refusal(hall, params.name, approval.approval_id, approval, str(exc))
     if decided.status != "approved":
         return _denied_outcome(hall, params.name, decided, receipt)
     # The one call path runs it: it finds this approval by the call's binding and spends it.
@@ -1184,7 +1196,9 @@ def _denied_outcome(
     from .hall import CallOutcome
 
     said = {
-        "denied": "The person declined this call.",
+        "denied": "The person declined this call."
+        if approval.decided_by == _BY_ELICITATION
+        else f"The operator ({approval.decided_by}) denied this call.",
         "cancelled": "The person dismissed the approval request without deciding.",
         "expired": "Nobody approved this call before the approval expired.",
     }[approval.status]
@@ -1195,7 +1209,12 @@ def _denied_outcome(
 
 
 async def _refusal(
-    hall: Hall, tool: str, approval_id: Any, approval: Approval | None, why: str
+    hall: Hall,
+    tool: str,
+    approval_id: Any,
+    approval: Approval | None,
+    why: str,
+    then: str = "Call the tool again to ask anew.",
 ) -> CallOutcome:
     from .hall import CallOutcome
 
@@ -1205,7 +1224,7 @@ async def _refusal(
     receipt = await desk.refuse(
         shown or "invalid", why, tool=tool, tenant_id=hall.settings.tenant_id
     )
-    said = f"This approval cannot be used: {why}. Call the tool again to ask anew."
+    said = f"This approval cannot be used: {why}. {then}"
     message = f"Denied by the governance hall ({APPROVAL_INVALID_CODE}): {said} Nothing was run."
     gov = _gov(hall, tool, approval, APPROVAL_INVALID_CODE, said, receipt)
     gov["deny_reason_if_denied"]["approval_id"] = shown

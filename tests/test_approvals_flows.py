@@ -233,6 +233,49 @@ async def test_in_band_no_is_a_receipted_denial(gate: Path, mode: str, action: s
     assert_chain_ok(gate)
 
 
+@ERAS
+@pytest.mark.parametrize(
+    ("operator", "person", "ran", "said"),
+    [
+        ("approved", "decline", False, "The person declined this call."),
+        ("denied", "accept", False, "The operator (operator:test) denied this call."),
+        ("approved", "accept", True, None),
+        ("approved", "cancel", False, "The operator's approval stands"),
+    ],
+)
+async def test_an_operator_decision_during_the_question_and_the_answer_agree(
+    gate: Path, mode: str, operator: str, person: str, ran: bool, said: str | None
+) -> None:
+    """The operator decides with the CLI while the person is asked: a "no" from either
+    wins, two yeses run once, and the model is told what stands."""
+    target = doomed(gate)
+    asker = Asker(person)
+    async with connect(gate, mode, elicit=asker) as (client, gateway):
+        store = gateway.hall.approvals.store  # type: ignore[union-attr]
+
+        def operator_decides() -> None:
+            [pending] = store.list(["pending"])
+            store.decide(pending.approval_id, operator, by="operator:test")  # type: ignore[arg-type]
+
+        asker.before_answer = operator_decides
+        result = await client.call_tool("wipe", {"path": target.name})
+        assert target.exists() is not ran
+        retry = await client.call_tool("wipe", {"path": target.name}) if not ran else None
+        [approval] = store.list()
+    if ran:
+        assert result.structured_content == {"deleted": target.name}
+        assert approval.status == "executed"
+        return
+    assert said is not None and said in result.content[0].text  # type: ignore[union-attr]
+    assert "Nothing was run" in result.content[0].text  # type: ignore[union-attr]
+    if person == "cancel":  # the operator's yes stands: the retry runs it, once
+        assert retry is not None and retry.structured_content == {"deleted": target.name}
+    else:
+        assert approval.status == "denied" and target.exists()
+        denial(retry, APPROVAL_DENIED_CODE)  # type: ignore[arg-type]
+    assert_chain_ok(gate)
+
+
 async def test_handshake_timeout_is_a_denial(gate: Path) -> None:
     target = doomed(gate)
     asker = Asker("accept", delay_s=30)  # the person never answers in time
