@@ -6,19 +6,24 @@ unguessable ``pending_approval_id``. This module makes that hold real:
 
 - **Binding.** An approval is bound to :func:`binding_digest` of the exact
   call: tenant, env, data label, tool, worker, canonical arguments, the
-  hall's policy version and why it was held. A retry with other arguments, by
-  another tenant or under changed policies does not match.
+  hall's policy version, its rules' digest, the matched rule and why it was
+  held. A retry with other arguments, by another tenant or under changed
+  policies or rules does not match.
 - **Store.** :class:`ApprovalStore` keeps approvals durably in SQLite
   (``.pyhall/approvals.db``, WAL, ``synchronous=FULL``) beside the receipts.
   Every state change is one conditional ``UPDATE``, so the gateway and the
   ``pyhall approvals`` command can use the file at the same time, and an
   approval runs a call at most once (``approved`` -> ``executed``). It holds
-  an argument *summary* (clipped, secrets redacted) and the arguments'
-  digest, never the arguments themselves.
+  the exact arguments (the file is private, 0600, like the signing key) for
+  ``pyhall approvals show ID --full``, and a *summary* for people to read:
+  clipping said in place, path arguments normalised and resolved, exact
+  secret names redacted, and a flag when it shows less than the arguments.
+  Receipts carry only the arguments' digest.
 - **Lifecycle.** ``pending`` -> ``approved`` | ``denied`` | ``cancelled`` |
-  ``expired``; ``approved`` -> ``executed`` | ``expired``. Decline, cancel and
-  timeout are denials. A ``denied`` approval refuses identical retries until
-  it expires (no nagging the person); a cancelled or expired one does not.
+  ``expired``; ``approved`` -> ``executed`` | ``denied`` (revoked before it
+  ran) | ``expired``. Decline, cancel and timeout are denials. A ``denied``
+  approval refuses identical retries until it expires (no nagging the
+  person); a cancelled or expired one does not.
 - **Receipts.** Each step is an ``approval`` receipt in the hall's chain:
   ``proposed``, ``approved`` / ``denied`` / ``cancelled`` / ``expired``,
   ``executed``, ``returned`` (and ``refused`` for a stale or replayed
@@ -27,9 +32,13 @@ unguessable ``pending_approval_id``. This module makes that hold real:
   when, note) in the store, and the gateway receipts it when it next touches
   approvals or on its periodic :meth:`ApprovalDesk.sweep`; when no gateway
   runs, the command takes the lock and receipts it itself (:func:`sweep`).
-- **Who decides.** The operator (``pyhall approvals approve|deny``), or the
+- **Who decides.** The operator (``pyhall approvals approve|deny``), or, where
+  the hall allows it (``approvals.in_band``: by default only in ``dev``), the
   person at the MCP client through elicitation (:func:`ask_in_band`,
-  :func:`resume_in_band`). No tool served to the model resolves approvals.
+  :func:`resume_in_band`). In band, the answer comes through the client's own
+  software, which the governed agent may control: outside dev only the
+  operator decides unless the hall says otherwise. No tool served to the model
+  resolves approvals, and what the model reads names no approving command.
 
 In band, handshake era: the gateway asks with ``elicitation/create`` and waits
 until the approval expires. In band, 2026-07-28 era: it answers with an
@@ -40,6 +49,7 @@ expiring); the store makes it single use, so a replayed state is refused.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -49,14 +59,14 @@ import sys
 import threading
 import time
 import unicodedata
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from .canonical import digest
-from .errors import ApprovalError
+from .errors import ApprovalError, ConfigError
 
 if TYPE_CHECKING:
     from .hall import CallOutcome, Hall
@@ -72,6 +82,7 @@ __all__ = [
     "Approval",
     "ApprovalDesk",
     "ApprovalStore",
+    "ArgumentSummary",
     "Settled",
     "approval_message",
     "approval_receipt",
@@ -79,11 +90,14 @@ __all__ = [
     "ask_in_band",
     "binding_digest",
     "can_elicit",
+    "is_secret_name",
     "iso",
     "resume_in_band",
+    "store_errors_as_config",
     "summarize_arguments",
     "sweep",
     "sweep_forever",
+    "sweep_once",
     "verdict_of",
 ]
 
@@ -102,12 +116,26 @@ ELICIT_KEY = "approval"
 SWEEP_INTERVAL_S = 5.0
 
 _ID = re.compile(r"^apr_[A-Za-z0-9_-]{16,64}$")
-_SECRET_NAME = re.compile(
-    r"pass(word|phrase|wd)?|secret|token|api[_-]?key|credential|auth|cookie|session|private",
-    re.IGNORECASE,
+#: Argument names redacted in the summary: exactly these, or ending in ``_<one of the
+#: suffixes>`` (after camelCase and dashes become snake_case). Exact, so that ``author``,
+#: ``session`` or ``max_tokens`` stay visible: a person cannot judge what is hidden.
+_SECRET_NAMES = frozenset(
+    {
+        "password",
+        "passwd",
+        "passphrase",
+        "secret",
+        "token",
+        "api_key",
+        "apikey",
+        "authorization",
+        "private_key",
+        "cookie",
+    }
 )
-_MAX_SUMMARY_KEYS = 20
-_MAX_TEXT = 160
+_SECRET_SUFFIXES = ("_password", "_passphrase", "_secret", "_token", "_api_key", "_private_key")
+_MAX_SUMMARY_KEYS = 50
+_MAX_TEXT = 240
 _MAX_NOTE = 500
 
 ReceiptFn = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
@@ -142,11 +170,13 @@ def binding_digest(
     arguments: Mapping[str, Any],
     policy_version: str | None,
     hold_code: str | None,
+    rules_digest: str | None,
+    matched_rule_id: str | None,
 ) -> str:
-    """The digest an approval is bound to: exactly this call, under these policies."""
+    """The digest an approval is bound to: exactly this call, under these rules and policies."""
     return digest(
         {
-            "v": 1,
+            "v": 2,
             "tenant_id": tenant_id,
             "env": env,
             "data_label": data_label,
@@ -155,56 +185,119 @@ def binding_digest(
             "arguments_digest": digest(dict(arguments)),
             "policy_version": policy_version,
             "hold_code": hold_code,
+            "rules_digest": rules_digest,
+            "matched_rule_id": matched_rule_id,
         }
     )
 
 
-def _clean(text: str, limit: int) -> str:
+class ArgumentSummary(NamedTuple):
+    """What a person sees of the arguments, and whether it is less than all of them."""
+
+    shown: dict[str, str]
+    #: Something is clipped, redacted or left out: ``pyhall approvals show ID --full`` shows all.
+    lossy: bool
+
+
+def _printable(text: str) -> str:
     """Printable text for a terminal or a dialog: control, format and bidi characters escaped."""
-    out = []
-    for ch in text:
-        out.append(f"\\u{ord(ch):04x}" if unicodedata.category(ch)[0] == "C" else ch)
-    cleaned = "".join(out)
-    if len(cleaned) <= limit:
-        return cleaned
-    head = (limit - 1) // 2  # clip the middle: a path's file name stays visible
-    return cleaned[:head] + "…" + cleaned[len(cleaned) - (limit - 1 - head) :]
+    return "".join(f"\\u{ord(ch):04x}" if unicodedata.category(ch)[0] == "C" else ch for ch in text)
+
+
+def _clip(text: str, limit: int) -> tuple[str, bool]:
+    """``text`` within about ``limit`` characters, the clipped middle *said*, never silent:
+    a path's start and file name stay visible, and the reader knows something is between."""
+    if len(text) <= limit:
+        return text, False
+    head = limit // 2
+    tail = limit - head
+    hidden = len(text) - head - tail
+    return f"{text[:head]}…[{hidden} characters hidden]…{text[len(text) - tail :]}", True
+
+
+def _clean(text: str, limit: int) -> str:
+    return _clip(_printable(text), limit)[0]
+
+
+def is_secret_name(name: str) -> bool:
+    """Whether an argument (or nested key) called ``name`` is redacted (see ``_SECRET_NAMES``)."""
+    snake = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name).replace("-", "_").lower()
+    return snake in _SECRET_NAMES or snake.endswith(_SECRET_SUFFIXES)
+
+
+def _redacted(value: Any) -> tuple[Any, bool]:
+    """``value`` with every secret-named key inside it redacted; and whether one was."""
+    if isinstance(value, Mapping):
+        out: dict[str, Any] = {}
+        hid = False
+        for key, item in value.items():
+            if is_secret_name(str(key)):
+                out[str(key)], hid = "[redacted]", True
+            else:
+                out[str(key)], inner = _redacted(item)
+                hid = hid or inner
+        return out, hid
+    if isinstance(value, list):
+        items = [_redacted(item) for item in value]
+        return [item for item, _ in items], any(inner for _, inner in items)
+    return value, False
+
+
+def _as_path(value: str, resolved: str | None, declared: bool) -> str:
+    """How a path argument ends up: lexically normalised, and resolved as the worker's
+    envelope check resolves it (declared ``tool.path_arguments``). Empty if nothing to add."""
+    notes = []
+    if "://" not in value and ("/" in value or "\\" in value):
+        normal = os.path.normpath(value)
+        if normal not in (value, value.rstrip("/\\")):  # a trailing slash is no news
+            notes.append(f"normalised: {normal}")
+    if declared:
+        notes.append(f"resolves to: {resolved}" if resolved else "cannot be resolved")
+    return f" ({'; '.join(notes)})" if notes else ""
 
 
 def summarize_arguments(
-    arguments: Mapping[str, Any], schema: Mapping[str, Any] | None = None
-) -> dict[str, str]:
-    """What a person sees of the arguments: clipped, nested values counted, secrets redacted.
+    arguments: Mapping[str, Any],
+    schema: Mapping[str, Any] | None = None,
+    paths: Mapping[str, str | None] | None = None,
+) -> ArgumentSummary:
+    """What a person sees of the arguments: whole values (nested ones as JSON), clipping
+    marked, path arguments normalised and resolved, secrets redacted.
 
-    A property is redacted when its name looks like a secret or the tool's input
-    schema marks it ``writeOnly`` or ``format: password``.
+    Redacted: a name :func:`is_secret_name` matches, or a property the tool's input
+    schema marks ``writeOnly`` or ``format: password``. ``paths``: the tool's declared
+    path arguments, resolved (None: cannot be). The schema's own properties come first,
+    so undeclared extras cannot push them out of view.
     """
     props = schema.get("properties") if isinstance(schema, Mapping) else None
     props = props if isinstance(props, Mapping) else {}
+    paths = paths or {}
+    declared = [k for k in props if k in arguments]
+    keys = declared + sorted(k for k in arguments if k not in props)
     out: dict[str, str] = {}
-    keys = sorted(arguments)
+    lossy = len(keys) > _MAX_SUMMARY_KEYS
     for key in keys[:_MAX_SUMMARY_KEYS]:
-        value = arguments[key]
         prop = props.get(key)
         secret = isinstance(prop, Mapping) and (
             prop.get("writeOnly") is True or prop.get("format") == "password"
         )
-        name = _clean(str(key), 40)
-        if secret or _SECRET_NAME.search(str(key)):
-            out[name] = "[redacted]"
-        elif isinstance(value, str):
-            out[name] = _clean(json.dumps(value, ensure_ascii=False), _MAX_TEXT)
-        elif value is None or isinstance(value, (bool, int, float)):
-            out[name] = json.dumps(value)
-        elif isinstance(value, Mapping):
-            out[name] = f"{{object with {len(value)} keys}}"
-        elif isinstance(value, list):
-            out[name] = f"[list of {len(value)} items]"
-        else:
-            out[name] = f"<{type(value).__name__}>"
+        name = _clean(str(key), 60)
+        if secret or is_secret_name(str(key)):
+            out[name], lossy = "[redacted]", True
+            continue
+        value, hid = _redacted(arguments[key])
+        text, clipped = _clip(_printable(json.dumps(value, ensure_ascii=False)), _MAX_TEXT)
+        if isinstance(value, str):
+            extra, more = _clip(
+                _printable(_as_path(value, paths.get(key), key in paths)), _MAX_TEXT
+            )
+            text += extra
+            clipped = clipped or more
+        out[name] = text
+        lossy = lossy or hid or clipped
     if len(keys) > _MAX_SUMMARY_KEYS:
-        out["..."] = f"{len(keys) - _MAX_SUMMARY_KEYS} more arguments"
-    return out
+        out["..."] = f"{len(keys) - _MAX_SUMMARY_KEYS} more arguments not shown"
+    return ArgumentSummary(out, lossy)
 
 
 # -- the record ---------------------------------------------------------------------------------
@@ -235,6 +328,16 @@ class Approval:
     note: str | None = None
     used_at_us: int | None = None
     receipted_status: str | None = None
+    #: The exact arguments (the store is private, 0600): what ``show --full`` prints.
+    arguments: dict[str, Any] | None = None
+    #: The summary shows less than the arguments (clipped, redacted or keys left out).
+    summary_lossy: bool = False
+    #: Who approved it and when, once that approval was revoked (denied before it ran).
+    approved_by: str | None = None
+    approved_at_us: int | None = None
+    #: Where the call would run and what data it carries (in the binding; shown to people).
+    env: str | None = None
+    data_label: str | None = None
 
     @property
     def expires_at(self) -> str:
@@ -246,15 +349,19 @@ class Approval:
             return "expired"
         return self.status
 
-    def as_dict(self, now_us: int | None = None) -> dict[str, Any]:
-        """Plain JSON for the CLI and the governance record (no binding internals hidden)."""
+    def as_dict(self, now_us: int | None = None, *, full: bool = False) -> dict[str, Any]:
+        """Plain JSON for the CLI and the governance record (no binding internals hidden);
+        ``full``: with the exact arguments, secrets included (the operator's eyes only)."""
         data = {
             "approval_id": self.approval_id,
             "status": self.status if now_us is None else self.effective_status(now_us),
             "tenant_id": self.tenant_id,
+            "env": self.env,
+            "data_label": self.data_label,
             "tool": self.tool,
             "worker_id": self.worker_id,
             "arguments_summary": dict(self.arguments_summary),  # display text, not values
+            "summary_lossy": self.summary_lossy,
             "arguments_digest": self.arguments_digest,
             "reason_code": self.reason_code,
             "reason": self.reason,
@@ -268,8 +375,12 @@ class Approval:
             "decided_by": self.decided_by,
             "note": self.note,
             "used_at": iso(self.used_at_us),
+            "approved_by": self.approved_by,
+            "approved_at": iso(self.approved_at_us),
             "binding": self.binding,
         }
+        if full:
+            data["arguments"] = self.arguments
         if now_us is not None:
             data["expires_in_s"] = max(0, (self.expires_at_us - now_us) // 1_000_000)
         return data
@@ -306,9 +417,31 @@ CREATE INDEX IF NOT EXISTS approvals_by_status ON approvals (status, expires_at_
 """
 
 
+#: Columns added after the first release: a store written before them gains them on open
+#: (NULL or the default in old rows), so an upgrade keeps the approvals waiting in it.
+_ADDED_COLUMNS = {
+    "arguments": "TEXT",
+    "summary_lossy": "INTEGER NOT NULL DEFAULT 0",
+    "approved_by": "TEXT",
+    "approved_at_us": "INTEGER",
+    "env": "TEXT",
+    "data_label": "TEXT",
+}
+
+
+def _add_columns(db: sqlite3.Connection) -> None:
+    have = {row[1] for row in db.execute("PRAGMA table_info(approvals)")}
+    for name, kind in _ADDED_COLUMNS.items():
+        if name not in have:
+            db.execute(f"ALTER TABLE approvals ADD COLUMN {name} {kind}")
+
+
 def _row(row: sqlite3.Row) -> Approval:
     values = dict(row)
     values["arguments_summary"] = json.loads(values["arguments_summary"])
+    if values["arguments"] is not None:
+        values["arguments"] = json.loads(values["arguments"])
+    values["summary_lossy"] = bool(values["summary_lossy"])
     return Approval(**values)
 
 
@@ -340,9 +473,32 @@ class ApprovalStore:
             db.execute("PRAGMA journal_mode = WAL")
             db.execute("PRAGMA synchronous = FULL")
             db.executescript(_SCHEMA)
+            _add_columns(db)
         except (OSError, sqlite3.Error) as exc:
             raise ApprovalError(f"cannot open the approvals store {path}: {exc}") from None
         return cls(path, db, clock)
+
+    @staticmethod
+    def check(path: str | Path) -> None:
+        """Raise :class:`ApprovalError` if the store at ``path`` (when there is one) would
+        not open or is damaged; reads only, so ``--check`` and ``validate`` can say so."""
+        path = Path(path)
+        if not path.exists():
+            return  # created on first start
+        try:
+            uri = path.resolve().as_uri() + "?mode=ro"
+            db = sqlite3.connect(uri, uri=True, timeout=10.0, isolation_level=None)
+            try:
+                found = db.execute("PRAGMA quick_check").fetchone()
+                if found is None or found[0] != "ok":
+                    raise sqlite3.DatabaseError(f"integrity check: {found[0] if found else '?'}")
+                tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master")}
+                if tables and "approvals" not in tables:
+                    raise sqlite3.DatabaseError("it has no approvals table")
+            finally:
+                db.close()
+        except (OSError, sqlite3.Error) as exc:
+            raise ApprovalError(f"cannot open the approvals store {path}: {exc}") from None
 
     def now_us(self) -> int:
         return _now_us(self.clock)
@@ -399,13 +555,23 @@ class ApprovalStore:
         values[_COLUMNS.index("arguments_summary")] = json.dumps(
             approval.arguments_summary, sort_keys=True
         )
+        if approval.arguments is not None:
+            values[_COLUMNS.index("arguments")] = json.dumps(
+                approval.arguments, sort_keys=True, ensure_ascii=False
+            )
         marks = ", ".join("?" * len(values))
         self._write(f"INSERT INTO approvals ({', '.join(_COLUMNS)}) VALUES ({marks})", values)
 
     def decide(
         self, approval_id: str, status: Status, *, by: str, note: str | None = None
     ) -> Approval:
-        """Record a decision about a pending approval; :class:`ApprovalError` if it cannot be."""
+        """Record a decision about a pending approval; :class:`ApprovalError` if it cannot be.
+
+        ``denied`` also revokes an approval that has not run yet (the approver is kept
+        in ``approved_by``): a person who changes their mind must not have to wait for
+        the expiry. A used approval stays used; the race with :meth:`consume` is one
+        conditional ``UPDATE`` each, so exactly one of them wins.
+        """
         if status not in DECISIONS:
             raise ApprovalError(f"{status!r} is not a decision ({', '.join(DECISIONS)})")
         now = self.now_us()
@@ -415,6 +581,15 @@ class ApprovalStore:
                 "UPDATE approvals SET status = 'expired' "
                 "WHERE approval_id = ? AND status IN ('pending', 'approved')",
                 (approval_id,),
+            )
+        elif status == "denied":
+            changed = self._write(
+                "UPDATE approvals SET status = 'denied', "
+                "approved_by = CASE WHEN status = 'approved' THEN decided_by ELSE NULL END, "
+                "approved_at_us = CASE WHEN status = 'approved' THEN decided_at_us ELSE NULL END, "
+                "decided_at_us = ?, decided_by = ?, note = ? "
+                "WHERE approval_id = ? AND status IN ('pending', 'approved') AND expires_at_us > ?",
+                (now, _clean(by, 120), note, approval_id, now),
             )
         else:
             changed = self._write(
@@ -455,6 +630,21 @@ class ApprovalStore:
             "AND receipted_status = status",
             (self.now_us(),),
         )
+
+
+@contextlib.contextmanager
+def store_errors_as_config(path: Path) -> Iterator[None]:
+    """An approvals store that cannot be opened is a configuration error (exit 3) naming
+    the file and the fix: the gateway must not serve without it, and it is not a bug."""
+    try:
+        yield
+    except ApprovalError as exc:
+        raise ConfigError(
+            str(exc).replace(f" {path}:", ":", 1),  # the file is named once, as ``file``
+            file=str(path),
+            fix="move the damaged file aside (with its -wal and -shm files) and start again: "
+            "calls held in it are asked anew; decisions already made stay in the receipts",
+        ) from None
 
 
 def _why_not(approval_id: str, current: Approval | None, now_us: int) -> str:
@@ -501,6 +691,12 @@ def approval_receipt(approval: Approval, step: str, **extra: Any) -> dict[str, A
     if step in DECISIONS:
         body.update(decided_by=approval.decided_by, decided_at=iso(approval.decided_at_us))
         body["note"] = approval.note
+    if step == "denied" and approval.approved_by is not None:  # an approval revoked unused
+        body.update(
+            revoked=True,
+            approved_by=approval.approved_by,
+            approved_at=iso(approval.approved_at_us),
+        )
     body.update(extra)
     return body
 
@@ -603,6 +799,8 @@ class ApprovalDesk:
         policy_version: str | None,
         schema: Mapping[str, Any] | None,
         decide_approved: Callable[[], RouteDecision],
+        rules_digest: str,
+        paths: Mapping[str, str | None] | None = None,
     ) -> Settled:
         """A held decision meets the store: run under an approval, refuse, or hold (again)."""
         binding = binding_digest(
@@ -614,6 +812,8 @@ class ApprovalDesk:
             arguments=arguments,
             policy_version=policy_version,
             hold_code=decision.deny_code,
+            rules_digest=rules_digest,
+            matched_rule_id=decision.matched_rule_id,
         )
         await self.sweep()  # an operator's decision is receipted before it is acted on
         approved = await self._db(self.store.find, binding, "approved")
@@ -631,7 +831,8 @@ class ApprovalDesk:
             decision.pending_approval_id = pending.approval_id
             decision.approval_expires_at = pending.expires_at
             return Settled(decision, pending)
-        approval = _proposal(decision, binding, tool, worker_id, arguments, schema, policy_version)
+        summary = summarize_arguments(arguments, schema, paths)
+        approval = _proposal(decision, binding, tool, worker_id, arguments, summary, policy_version)
         await self._db(self.store.add, approval)
         return Settled(decision, approval, "proposed")
 
@@ -646,7 +847,8 @@ class ApprovalDesk:
             "expires_at": approval.expires_at,
         }
         if approval.status == "pending":
-            info["approve_with"] = f"pyhall approvals approve {approval.approval_id}"
+            # The model reads this record: it names who decides, never the approving command.
+            info["waiting_for"] = "a human operator"
         if settled.step is not None:
             async with self._serial():
                 receipt = await self._step(
@@ -707,7 +909,7 @@ def _proposal(
     tool: str,
     worker_id: str | None,
     arguments: Mapping[str, Any],
-    schema: Mapping[str, Any] | None,
+    summary: ArgumentSummary,
     policy_version: str | None,
 ) -> Approval:
     assert decision.pending_approval_id and decision.approval_expires_at
@@ -719,7 +921,7 @@ def _proposal(
         tool=tool,
         worker_id=worker_id,
         arguments_digest=digest(dict(arguments)),
-        arguments_summary=summarize_arguments(arguments, schema),
+        arguments_summary=summary.shown,
         reason_code=decision.deny_code,
         reason=_hold_reason(decision),
         policy_version=decision.policy_version or policy_version,
@@ -728,6 +930,10 @@ def _proposal(
         decision_id=decision.decision_id,
         created_at_us=_parse_iso_us(decision.timestamp),
         expires_at_us=_parse_iso_us(decision.approval_expires_at),
+        arguments=dict(arguments),
+        summary_lossy=summary.lossy,
+        env=decision.env,
+        data_label=decision.data_label,
     )
 
 
@@ -756,15 +962,19 @@ async def sweep_forever(desk: Callable[[], ApprovalDesk | None], interval_s: flo
     """The gateway's background sweep; ``desk`` is read each round (reloads swap halls)."""
     import anyio
 
-    while True:
-        await anyio.sleep(interval_s)
+    while True:  # sweep first: decisions made while no gateway ran are receipted at start
         current = desk()
-        if current is None:
-            continue
-        try:
-            await current.sweep()
-        except Exception as exc:  # the next round retries; a call also sweeps
-            sys.stderr.write(f"pyhall: approvals sweep failed: {type(exc).__name__}: {exc}\n")
+        if current is not None:
+            await sweep_once(current)
+        await anyio.sleep(interval_s)
+
+
+async def sweep_once(desk: ApprovalDesk) -> None:
+    """One sweep that never raises (the gateway's start, rounds and shutdown)."""
+    try:
+        await desk.sweep()
+    except Exception as exc:  # the next round retries; a call also sweeps
+        sys.stderr.write(f"pyhall: approvals sweep failed: {type(exc).__name__}: {exc}\n")
 
 
 # -- in band: asking the person at the MCP client ------------------------------------------------
@@ -792,10 +1002,15 @@ def approval_message(approval: Approval, now_us: int) -> str:
     minutes = max(0, (approval.expires_at_us - now_us) // 60_000_000)
     lines = [
         f"Approve a governed tool call? Agent (tenant {approval.tenant_id}) wants to run "
-        f"the tool '{approval.tool}'.",
+        f"the tool '{approval.tool}' (env {approval.env}, data {approval.data_label}).",
         f"Why a person must decide: {approval.reason or approval.reason_code}",
         "Arguments:",
         *(f"  {k}: {v}" for k, v in approval.arguments_summary.items()),
+        *(
+            ["(Abridged: some arguments are clipped, redacted or left out above.)"]
+            if approval.summary_lossy
+            else []
+        ),
         f"Approval {approval.approval_id} expires at {approval.expires_at} "
         f"(in about {minutes} min). Approving runs this exact call once; "
         "declining denies it.",
@@ -863,7 +1078,9 @@ async def _ask(
 
     desk = hall.approvals
     approval_id = held.governance.get("pending_approval_id")
-    if desk is None or not approval_id or not can_elicit(ctx):
+    if desk is None or not approval_id or not hall.settings.in_band_approval:
+        return held  # the operator's CLI decides
+    if not can_elicit(ctx):
         return held
     approval = await desk.get(approval_id)
     if approval is None or approval.status != "pending":
@@ -921,6 +1138,8 @@ async def _resume(hall: Hall, params: Any, meta: Mapping[str, Any], progress: An
     desk = hall.approvals
     assert desk is not None
     approval_id = params.request_state
+    if not hall.settings.in_band_approval:  # a state sealed before a reload turned it off
+        return await _refusal(hall, params.name, approval_id, None, "in-band approval is off")
     answer = (params.input_responses or {}).get(ELICIT_KEY)
     status, note = verdict_of(answer)
     approval = await desk.get(approval_id) if isinstance(approval_id, str) else None
@@ -951,7 +1170,19 @@ async def _conclude(
             approval.approval_id, status, by=_BY_ELICITATION, note=note
         )
     except ApprovalError as exc:
-        return await _refusal(hall, params.name, approval.approval_id, approval, str(exc))
+        # The operator decided while the person was asked. A "no" from either wins (a
+        # decline revokes an operator's approval in answer()); report what stands.
+        decided, receipt = await desk.get(approval.approval_id), {}
+        if decided is not None and decided.status == "denied":
+            return _denied_outcome(hall, params.name, decided, receipt)
+        if decided is not None and decided.status == "approved" and status != "approved":
+            then = (
+                "The operator's approval stands: the identical call runs once if made again "
+                f"before {decided.expires_at}."
+            )
+            return await _refusal(hall, params.name, approval.approval_id, approval, str(exc), then)
+        if decided is None or decided.status != "approved":
+            return await _refusal(hall, params.name, approval.approval_id, approval, str(exc))
     if decided.status != "approved":
         return _denied_outcome(hall, params.name, decided, receipt)
     # The one call path runs it: it finds this approval by the call's binding and spends it.
@@ -965,7 +1196,9 @@ def _denied_outcome(
     from .hall import CallOutcome
 
     said = {
-        "denied": "The person declined this call.",
+        "denied": "The person declined this call."
+        if approval.decided_by == _BY_ELICITATION
+        else f"The operator ({approval.decided_by}) denied this call.",
         "cancelled": "The person dismissed the approval request without deciding.",
         "expired": "Nobody approved this call before the approval expired.",
     }[approval.status]
@@ -976,7 +1209,12 @@ def _denied_outcome(
 
 
 async def _refusal(
-    hall: Hall, tool: str, approval_id: Any, approval: Approval | None, why: str
+    hall: Hall,
+    tool: str,
+    approval_id: Any,
+    approval: Approval | None,
+    why: str,
+    then: str = "Call the tool again to ask anew.",
 ) -> CallOutcome:
     from .hall import CallOutcome
 
@@ -986,7 +1224,7 @@ async def _refusal(
     receipt = await desk.refuse(
         shown or "invalid", why, tool=tool, tenant_id=hall.settings.tenant_id
     )
-    said = f"This approval cannot be used: {why}. Call the tool again to ask anew."
+    said = f"This approval cannot be used: {why}. {then}"
     message = f"Denied by the governance hall ({APPROVAL_INVALID_CODE}): {said} Nothing was run."
     gov = _gov(hall, tool, approval, APPROVAL_INVALID_CODE, said, receipt)
     gov["deny_reason_if_denied"]["approval_id"] = shown

@@ -157,6 +157,8 @@ class Gateway:
                 if not isinstance(asked, CallOutcome):
                     return asked  # InputRequiredResult: the client asks the person and retries
                 outcome = asked
+        if outcome.status == "held":
+            _tell_operator(outcome)
         annotate_current_span(outcome.status, outcome.governance)
         return self._answer(outcome)
 
@@ -272,6 +274,16 @@ def _tool(record: Any) -> types.Tool:
     )
 
 
+def _tell_operator(outcome: CallOutcome) -> None:
+    """The operator's next step goes to stderr (their log), never into the model's answer."""
+    approval_id = outcome.governance.get("pending_approval_id")
+    if approval_id:
+        sys.stderr.write(
+            f"pyhall-mcp: {outcome.tool} held for approval {approval_id}; decide with "
+            f"`pyhall approvals show|approve|deny {approval_id}`\n"
+        )
+
+
 def _denial_summary(outcome: CallOutcome) -> dict[str, Any]:
     gov = outcome.governance
     summary = {
@@ -315,6 +327,9 @@ def build_server(gateway: Gateway, *, watch: bool = True) -> Server[Any]:
             finally:
                 tasks.cancel_scope.cancel()
                 with anyio.CancelScope(shield=True):
+                    desk = gateway.hall.approvals
+                    if desk is not None:  # an operator's last decisions, before the log closes
+                        await approvals.sweep_once(desk)
                     await gateway.hall.aclose()
 
     server = Server(

@@ -115,6 +115,15 @@ class LimitSettings(BaseModel):
     max_result_bytes: int = Field(default=1024 * 1024, gt=0, le=1024 * 1024)
 
 
+class ApprovalSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    #: May the person at the MCP client approve a held call through elicitation? That
+    #: person answers through software the agent runs, so the governed client could
+    #: approve its own call: unset means only in ``dev``; stage/prod/edge need ``true``.
+    in_band: StrictBool | None = None
+
+
 class HallSettings(BaseModel):
     """``hall.yaml``: who this gateway serves, with which floors, from where."""
 
@@ -137,6 +146,7 @@ class HallSettings(BaseModel):
     egress_allowlist: dict[Env, list[str]] = Field(default_factory=dict)
     audit: AuditSettings = Field(default_factory=AuditSettings)
     limits: LimitSettings = Field(default_factory=LimitSettings)
+    approvals: ApprovalSettings = Field(default_factory=ApprovalSettings)
     reload_interval_s: float = Field(default=1.0, ge=0)
 
     @field_validator("tenant_id")
@@ -145,6 +155,13 @@ class HallSettings(BaseModel):
         if not value.strip():
             raise ValueError("must not be blank")
         return value
+
+    @property
+    def in_band_approval(self) -> bool:
+        """Whether held calls may be approved in band (``approvals.in_band``, else dev only)."""
+        if self.approvals.in_band is not None:
+            return self.approvals.in_band
+        return self.env == "dev"
 
 
 #: Operator settings taken from the environment, as an MCP client config passes them.
@@ -551,6 +568,10 @@ class Hall:
         permissions), the receipt keyring and the log's schema. For ``--check`` and the
         launch check of ``pyhall call``, which must not say OK about a hall that will
         refuse to serve."""
+        from .approvals import ApprovalStore, store_errors_as_config
+
+        with store_errors_as_config(self.layout.approvals_db):
+            ApprovalStore.check(self.layout.approvals_db)
         if not self.settings.audit.enabled:
             return
         from .audit import SQLiteReceiptStore
@@ -574,9 +595,10 @@ class Hall:
                 checkpoint_interval_s=self.settings.audit.checkpoint_interval_s,
             )
         if self.approvals is None:
-            from .approvals import ApprovalDesk
+            from .approvals import ApprovalDesk, store_errors_as_config
 
-            self.approvals = ApprovalDesk.open(self.layout, self._receipt)
+            with store_errors_as_config(self.layout.approvals_db):
+                self.approvals = ApprovalDesk.open(self.layout, self._receipt)
         return self.audit
 
     async def aclose(self) -> None:
@@ -798,6 +820,8 @@ class Hall:
                 policy_version=getattr(self.policy, "version", None),
                 schema=record.tool.input_schema if record.tool else None,
                 decide_approved=lambda: self.decide(inp, record, human_approved=True),
+                paths=self._paths_shown(record, inp.request),
+                rules_digest=self.rules.digest,
             )
             decision = settled.decision
         if META_CORRELATION_ID in meta:
@@ -844,6 +868,20 @@ class Hall:
         if settled is not None and self.approvals is not None:
             await self.approvals.returned(settled, outcome)
         return outcome
+
+    def _paths_shown(
+        self, record: WorkerRecord, request: Mapping[str, Any]
+    ) -> dict[str, str | None]:
+        """The declared path arguments as the envelope check resolves them, for the person
+        who approves: inside the hall as ``<hall>/...`` (a stable text), else absolute."""
+        root = os.path.realpath(self.layout.root)
+        shown: dict[str, str | None] = {}
+        for named in self.registry.files_named(record, request).values():
+            for argument, real in named.items():
+                if real is not None and (real == root or real.startswith(root + os.sep)):
+                    real = os.path.join("<hall>", os.path.relpath(real, root))
+                shown[argument] = real
+        return shown
 
     async def _execute(
         self,
@@ -1181,11 +1219,12 @@ def _explain(decision: RouteDecision, status: OutcomeStatus) -> str:
             "Nothing was stored or executed."
         )
     if status == "held":
+        # No approving command here: the model reads this, and a human must decide.
         return (
-            f"Held for human approval ({code}): {message} Approval id "
-            f"{decision.pending_approval_id}, expires {decision.approval_expires_at}. "
-            "Ask the operator to approve it (`pyhall approvals approve "
-            f"{decision.pending_approval_id}`), then retry the identical call once."
+            f"Held for human approval ({code}): {message} A human operator must approve or "
+            "deny this call outside this conversation; tell the user it waits on approval id "
+            f"{decision.pending_approval_id} (expires {decision.approval_expires_at}). "
+            "Once they confirm it was approved, retry the identical call once."
         )
     return (
         f"Denied by the governance hall ({code}): {message} "

@@ -327,6 +327,16 @@ class RuleSet(Sequence[Rule]):
         self._all = (1 << len(compiled)) - 1
         self.shadowed: tuple[dict[str, str], ...] = self._find_shadowed()
 
+    @cached_property
+    def digest(self) -> str:
+        """``sha256:`` over every rule's id, match and decision, in order: an approval is
+        bound to it, so that editing the rules (not only the policies) invalidates it."""
+        from .canonical import digest
+
+        return digest(
+            [{"rule_id": r.rule_id, "match": r.match, "decision": r.decision} for r in self]
+        )
+
     # -- Sequence -------------------------------------------------------------
     def __len__(self) -> int:
         return len(self._rules)

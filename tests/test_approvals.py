@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import stat
 import threading
 import time
@@ -18,6 +19,7 @@ from pyhall_mcp.approvals import (
     approval_schema,
     binding_digest,
     check_id,
+    is_secret_name,
     summarize_arguments,
     sweep,
     verdict_of,
@@ -33,6 +35,8 @@ _CALL: dict[str, Any] = {
     "arguments": {"path": "notes/a.txt", "force": True},
     "policy_version": "sha256:" + "1" * 64,
     "hold_code": "DENY_REQUIRES_HUMAN_APPROVAL",
+    "rules_digest": "sha256:" + "4" * 64,
+    "matched_rule_id": "rr.demo.delete",
 }
 
 
@@ -62,6 +66,8 @@ def _approval(clock: Clock, n: int = 0, *, ttl_s: int = 900, **changes: Any) -> 
         "decision_id": "dec-1",
         "created_at_us": int(clock.now * 1e6),
         "expires_at_us": int((clock.now + ttl_s) * 1e6),
+        "env": "dev",
+        "data_label": "PUBLIC",
     }
     return Approval(**{**base, **changes})
 
@@ -94,6 +100,8 @@ def test_binding_is_the_exact_call() -> None:
         ("arguments", {"path": "notes/a.txt", "force": False}),
         ("policy_version", "sha256:" + "3" * 64),
         ("hold_code", "DENY_REQUIRES_HUMAN"),
+        ("rules_digest", "sha256:" + "5" * 64),
+        ("matched_rule_id", "rr.demo.other"),
     ]:
         assert binding_digest(**{**_CALL, key: other}) != binding_digest(**_CALL), key
 
@@ -105,41 +113,114 @@ def test_summary_redacts_secrets_and_neutralises_text() -> None:
             "api_key": "sk-live-123",
             "Password": "hunter2",
             "pin": "1234",
-            "auth_header": "Bearer abc",
+            "authToken": "Bearer abc",
             "path": "a\x1b[31mred\u202etxt.exe",
-            "long": "y" * 500,
-            "nested": {"a": 1, "b": 2},
-            "items": [1, 2, 3],
+            "nested": {"a": 1, "b": {"client_secret": "s3cr3t", "op": "DROP"}},
+            "items": [1, {"token": "t0k"}],
             "n": 3,
             "flag": False,
             "nothing": None,
         },
         schema,
     )
-    for key in ("api_key", "Password", "pin", "auth_header"):
-        assert summary[key] == "[redacted]"
-    joined = " ".join(summary.values())
-    for secret in ("sk-live-123", "hunter2", "1234", "Bearer"):
+    shown = summary.shown
+    for key in ("api_key", "Password", "pin", "authToken"):
+        assert shown[key] == "[redacted]"
+    joined = " ".join(shown.values())
+    for secret in ("sk-live-123", "hunter2", "1234", "Bearer", "s3cr3t", "t0k"):
         assert secret not in joined
-    assert "\x1b" not in summary["path"] and "\u202e" not in summary["path"]
-    assert "\\u001b" in summary["path"] and "\\u202e" in summary["path"]
-    assert len(summary["long"]) == 160 and "…" in summary["long"]
-    assert summary["long"].startswith('"y') and summary["long"].endswith('y"')
-    assert summary["nested"] == "{object with 2 keys}"
-    assert summary["items"] == "[list of 3 items]"
-    assert (summary["n"], summary["flag"], summary["nothing"]) == ("3", "false", "null")
+    assert summary.lossy, "a redaction hides something: the summary says so"
+    assert "\x1b" not in shown["path"] and "\u202e" not in shown["path"]
+    assert "\\u001b" in shown["path"] and "\\u202e" in shown["path"]
+    # Nested values are shown, not counted: a person sees the DROP.
+    assert shown["nested"] == '{"a": 1, "b": {"client_secret": "[redacted]", "op": "DROP"}}'
+    assert shown["items"] == '[1, {"token": "[redacted]"}]'
+    assert (shown["n"], shown["flag"], shown["nothing"]) == ("3", "false", "null")
 
 
-def test_long_paths_keep_their_file_name() -> None:
-    path = "/srv/" + "deep/" * 60 + "report-2026.pdf"
-    shown = summarize_arguments({"path": path})["path"]
-    assert len(shown) == 160 and shown.startswith('"/srv/deep/') and "…" in shown
-    assert shown.endswith('report-2026.pdf"')
+@pytest.mark.parametrize(
+    "name",
+    [
+        "password",
+        "Password",
+        "secret",
+        "token",
+        "api_key",
+        "apiKey",
+        "api-key",
+        "authorization",
+        "db_password",
+        "client_secret",
+        "access_token",
+        "authToken",
+        "private_key",
+        "cookie",
+    ],
+)
+def test_secret_names_are_redacted(name: str) -> None:
+    assert is_secret_name(name)
+    assert summarize_arguments({name: "x"}).shown[name] == "[redacted]"
 
 
-def test_summary_caps_the_number_of_arguments() -> None:
-    summary = summarize_arguments({f"k{i:02d}": i for i in range(30)})
-    assert len(summary) == 21 and summary["..."] == "10 more arguments"
+@pytest.mark.parametrize(
+    "name",
+    [
+        "author",
+        "max_tokens",
+        "maxTokens",
+        "session",
+        "session_id",
+        "tokenizer",
+        "auth_mode",
+        "secretary",
+        "path",
+        "passage",
+        "keyword",
+    ],
+)
+def test_names_that_merely_contain_a_secret_word_stay_visible(name: str) -> None:
+    assert not is_secret_name(name)
+    summary = summarize_arguments({name: "rm -rf /"})
+    assert summary.shown[name] == '"rm -rf /"' and not summary.lossy
+
+
+def test_clipping_is_said_in_place() -> None:
+    path = "/srv/" + "deep/" * 100 + "report-2026.pdf"
+    summary = summarize_arguments({"path": path})
+    shown = summary.shown["path"]
+    hidden = len(path) + 2 - 240  # the JSON quotes count
+    assert f"…[{hidden} characters hidden]…" in shown
+    assert shown.startswith('"/srv/deep/') and shown.endswith('report-2026.pdf"')
+    assert summary.lossy
+    short = summarize_arguments({"path": "notes/a.txt"})
+    assert short.shown == {"path": '"notes/a.txt"'} and not short.lossy
+
+
+def test_paths_are_shown_normalised_and_resolved() -> None:
+    """The reviewer's case: ``./`` padding hid a ``../`` that redirects the delete."""
+    path = "scratch/" + "./" * 45 + "../notes/" + "./" * 45 + "meeting.txt"
+    real = "/hall/workspace/notes/meeting.txt"
+    shown = summarize_arguments({"path": path}, paths={"path": real}).shown["path"]
+    assert "(normalised: notes/meeting.txt; resolves to: /hall/workspace/notes/meeting.txt)" in (
+        shown
+    )
+    lost = summarize_arguments({"path": "../x"}, paths={"path": None}).shown["path"]
+    assert lost == '"../x" (cannot be resolved)'
+    # Undeclared strings are normalised only when that changes something but a slash.
+    assert (
+        summarize_arguments({"dir": "a/./b/../c"}).shown["dir"] == '"a/./b/../c" (normalised: a/c)'
+    )
+    for plain in ("rm -rf /", "https://x.example/a/../b", "notes/a.txt"):
+        assert summarize_arguments({"v": plain}).shown["v"] == json.dumps(plain)
+
+
+def test_schema_properties_come_first_and_extras_are_capped() -> None:
+    schema = {"properties": {"path": {"type": "string"}}}
+    decoys = {f"a{i:03d}": "ok" for i in range(60)}
+    summary = summarize_arguments({**decoys, "path": "notes/meeting.txt"}, schema)
+    assert next(iter(summary.shown)) == "path", "decoys cannot push a declared argument out"
+    assert len(summary.shown) == 51 and summary.shown["..."] == "11 more arguments not shown"
+    assert summary.lossy
 
 
 def test_approval_ids_are_checked() -> None:
@@ -160,6 +241,45 @@ def test_store_file_is_private_and_round_trips(store: ApprovalStore, clock: Cloc
     assert store.get("apr_" + "n" * 24) is None
     assert store.find(approval.binding, "pending") == approval
     assert store.list(["pending"]) == [approval]
+
+
+def test_store_keeps_the_exact_arguments_for_the_operator(
+    store: ApprovalStore, clock: Clock
+) -> None:
+    exact = {"path": "scratch/" + "./" * 200 + "x", "api_key": "sk-live-1", "n": 1.5, "é": [None]}
+    approval = _approval(clock, arguments=exact, summary_lossy=True)
+    store.add(approval)
+    got = store.get(approval.approval_id)
+    assert got is not None and got.arguments == exact and got.summary_lossy is True
+    assert "arguments" not in got.as_dict(), "only --full shows the exact arguments"
+    assert got.as_dict(full=True)["arguments"] == exact
+    assert got.as_dict()["summary_lossy"] is True
+
+
+def test_a_store_written_before_gains_the_new_columns(tmp_path: Path, clock: Clock) -> None:
+    """An upgrade keeps the approvals already waiting: old rows read with defaults."""
+    import sqlite3
+
+    from pyhall_mcp.approvals import _SCHEMA
+
+    path = tmp_path / "approvals.db"
+    old = sqlite3.connect(path)
+    old.executescript(_SCHEMA)
+    old.execute(
+        "INSERT INTO approvals (approval_id, binding, status, tenant_id, tool, "
+        "arguments_summary, created_at_us, expires_at_us) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        ("apr_" + "o" * 24, "b", "pending", "t", "wipe", "{}", 1, int(clock.now * 1e6) + 10**9),
+    )
+    old.commit()
+    old.close()
+    store = ApprovalStore.open(path, clock=clock)
+    try:
+        got = store.get("apr_" + "o" * 24)
+        assert got is not None and got.arguments is None and got.summary_lossy is False
+        store.add(_approval(clock, arguments={"a": 1}))
+        assert store.get(_approval(clock).approval_id).arguments == {"a": 1}  # type: ignore[union-attr]
+    finally:
+        store.close()
 
 
 def test_approve_then_consume_exactly_once(store: ApprovalStore, clock: Clock) -> None:
@@ -192,6 +312,40 @@ def test_decisions_are_final_and_checked(store: ApprovalStore, clock: Clock) -> 
         store.decide("apr_" + "u" * 24, "approved", by="x")
     with pytest.raises(ApprovalError, match="not a decision"):
         store.decide(approval.approval_id, "executed", by="x")  # type: ignore[arg-type]
+
+
+def test_deny_revokes_an_unused_approval_and_is_receipted(
+    store: ApprovalStore, clock: Clock
+) -> None:
+    approval = _approval(clock)
+    store.add(approval)
+    store.mark_receipted(approval.approval_id, "pending")
+    store.decide(approval.approval_id, "approved", by="operator:alice")
+    bodies: list[dict[str, Any]] = []
+    sweep(store, bodies.append)
+    revoked = store.decide(approval.approval_id, "denied", by="operator:bob", note="oops")
+    assert (revoked.status, revoked.decided_by) == ("denied", "operator:bob")
+    assert revoked.approved_by == "operator:alice" and revoked.approved_at_us is not None
+    assert not store.consume(approval.approval_id, approval.binding), "a revoked one never runs"
+    sweep(store, bodies.append)
+    assert [b["step"] for b in bodies] == ["approved", "denied"]
+    assert bodies[1]["revoked"] is True and bodies[1]["approved_by"] == "operator:alice"
+    assert (bodies[1]["decided_by"], bodies[1]["denial"]) == ("operator:bob", True)
+
+
+def test_a_used_approval_cannot_be_revoked(store: ApprovalStore, clock: Clock) -> None:
+    approval = _approval(clock)
+    store.add(approval)
+    store.decide(approval.approval_id, "approved", by="operator:alice")
+    assert store.consume(approval.approval_id, approval.binding)
+    with pytest.raises(ApprovalError, match="already used"):
+        store.decide(approval.approval_id, "denied", by="operator:bob")
+    # Only a denial revokes: a dismissal cannot undo an approval.
+    other = _approval(clock, 1)
+    store.add(other)
+    store.decide(other.approval_id, "approved", by="operator:alice")
+    with pytest.raises(ApprovalError, match="already approved"):
+        store.decide(other.approval_id, "cancelled", by="person")
 
 
 def test_expiry_by_the_clock(store: ApprovalStore, clock: Clock) -> None:
@@ -287,7 +441,14 @@ def test_opening_an_unusable_store_is_an_approval_error(tmp_path: Path) -> None:
 def test_message_names_tool_arguments_reason_and_expiry(clock: Clock) -> None:
     approval = _approval(clock)
     text = approval_message(approval, int(clock.now * 1e6))
-    for part in ("delete_file", "tenant-a", '"notes/a.txt"', "Deleting needs a person.", "15 min"):
+    for part in (
+        "delete_file",
+        "tenant-a",
+        '"notes/a.txt"',
+        "Deleting needs a person.",
+        "15 min",
+        "env dev, data PUBLIC",
+    ):
         assert part in text, part
     assert approval.expires_at in text and approval.approval_id in text
     schema = approval_schema()
@@ -316,3 +477,23 @@ def test_only_an_explicit_yes_approves(answer: Any, status: str) -> None:
 def test_verdict_keeps_the_note() -> None:
     answer = SimpleNamespace(action="accept", content={"approve": True, "note": "once only"})
     assert verdict_of(answer) == ("approved", "once only")
+
+
+@pytest.mark.parametrize(
+    ("env", "in_band", "allowed"),
+    [
+        ("dev", None, True),
+        ("stage", None, False),
+        ("prod", None, False),
+        ("edge", None, False),
+        ("dev", False, False),
+        ("prod", True, True),
+    ],
+)
+def test_in_band_approval_only_in_dev_unless_the_hall_says(
+    env: str, in_band: bool | None, allowed: bool
+) -> None:
+    from pyhall_mcp.hall import HallSettings
+
+    settings = HallSettings.model_validate({"env": env, "approvals": {"in_band": in_band}})
+    assert settings.in_band_approval is allowed

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -72,9 +73,14 @@ async def connect(
     *,
     elicit: Elicit | None = None,
     floors: dict[str, Any] | None = None,
+    **settings: Any,
 ) -> AsyncIterator[tuple[Client, Gateway]]:
     """An in-process gateway on ``hall`` (state beside it) and an SDK client."""
-    overrides = {"events": "off", "floors": {"require_worker_attestation": False, **(floors or {})}}
+    overrides = {
+        "events": "off",
+        "floors": {"require_worker_attestation": False, **(floors or {})},
+        **settings,
+    }
     state = hall.parent / "state"
     gateway = Gateway(Hall.load(hall, overrides=overrides, state_dir=state), overrides=overrides)
     server = build_server(gateway, watch=False)
@@ -227,6 +233,49 @@ async def test_in_band_no_is_a_receipted_denial(gate: Path, mode: str, action: s
     assert_chain_ok(gate)
 
 
+@ERAS
+@pytest.mark.parametrize(
+    ("operator", "person", "ran", "said"),
+    [
+        ("approved", "decline", False, "The person declined this call."),
+        ("denied", "accept", False, "The operator (operator:test) denied this call."),
+        ("approved", "accept", True, None),
+        ("approved", "cancel", False, "The operator's approval stands"),
+    ],
+)
+async def test_an_operator_decision_during_the_question_and_the_answer_agree(
+    gate: Path, mode: str, operator: str, person: str, ran: bool, said: str | None
+) -> None:
+    """The operator decides with the CLI while the person is asked: a "no" from either
+    wins, two yeses run once, and the model is told what stands."""
+    target = doomed(gate)
+    asker = Asker(person)
+    async with connect(gate, mode, elicit=asker) as (client, gateway):
+        store = gateway.hall.approvals.store  # type: ignore[union-attr]
+
+        def operator_decides() -> None:
+            [pending] = store.list(["pending"])
+            store.decide(pending.approval_id, operator, by="operator:test")  # type: ignore[arg-type]
+
+        asker.before_answer = operator_decides
+        result = await client.call_tool("wipe", {"path": target.name})
+        assert target.exists() is not ran
+        retry = await client.call_tool("wipe", {"path": target.name}) if not ran else None
+        [approval] = store.list()
+    if ran:
+        assert result.structured_content == {"deleted": target.name}
+        assert approval.status == "executed"
+        return
+    assert said is not None and said in result.content[0].text  # type: ignore[union-attr]
+    assert "Nothing was run" in result.content[0].text  # type: ignore[union-attr]
+    if person == "cancel":  # the operator's yes stands: the retry runs it, once
+        assert retry is not None and retry.structured_content == {"deleted": target.name}
+    else:
+        assert approval.status == "denied" and target.exists()
+        denial(retry, APPROVAL_DENIED_CODE)  # type: ignore[arg-type]
+    assert_chain_ok(gate)
+
+
 async def test_handshake_timeout_is_a_denial(gate: Path) -> None:
     target = doomed(gate)
     asker = Asker("accept", delay_s=30)  # the person never answers in time
@@ -254,6 +303,75 @@ async def test_modern_answer_after_expiry_runs_nothing(gate: Path) -> None:
     refused = [r for r in receipts(gate) if r.get("step") == "refused"]
     assert len(refused) == 1 and "expired" in refused[0]["reason"]
     assert_chain_ok(gate)
+
+
+@ERAS
+@pytest.mark.parametrize(
+    "settings",
+    [{"env": "stage"}, {"approvals": {"in_band": False}}],
+    ids=["stage", "dev-off"],
+)
+async def test_in_band_off_leaves_the_call_to_the_operator(
+    gate: Path, mode: str, settings: dict[str, Any]
+) -> None:
+    """The client's "person" may be the agent's own code: outside dev (or when the hall
+    says so) nobody is asked in band, however eagerly the client would say yes."""
+    target = doomed(gate)
+    asker = Asker("accept")
+    async with connect(gate, mode, elicit=asker, **settings) as (client, gateway):
+        assert gateway.hall.settings.in_band_approval is False
+        result = await client.call_tool("wipe", {"path": target.name})
+        apr = held_id(result)
+        again = await client.call_tool("wipe", {"path": target.name})
+        assert held_id(again) == apr
+    assert asker.messages == [], "nobody was asked in band"
+    assert target.exists()
+    assert steps(gate, apr) == ["proposed"]
+
+
+async def test_in_band_can_be_turned_on_outside_dev(gate: Path) -> None:
+    target = doomed(gate)
+    asker = Asker("accept")
+    async with connect(gate, "legacy", elicit=asker, env="stage", approvals={"in_band": True}) as (
+        client,
+        _,
+    ):
+        result = await client.call_tool("wipe", {"path": target.name})
+        assert result.structured_content == {"deleted": target.name}
+    assert len(asker.messages) == 1 and not target.exists()
+
+
+async def test_a_sealed_answer_is_refused_once_in_band_is_off(gate: Path) -> None:
+    """A state sealed while in band was on (before a reload turned it off) approves nothing."""
+    from pyhall_mcp.hall import ApprovalSettings
+
+    target = doomed(gate)
+    async with connect(gate, "auto", elicit=Asker()) as (client, gateway):
+        first = await _first_round(client, {"path": target.name})
+        hall = gateway.hall
+        hall.settings = hall.settings.model_copy(
+            update={"approvals": ApprovalSettings(in_band=False)}
+        )
+        done = await client.session.call_tool(
+            "wipe", {"path": target.name}, input_responses=_YES, request_state=first.request_state
+        )
+        assert isinstance(done, types.CallToolResult)
+        summary = denial(done, APPROVAL_INVALID_CODE)
+        assert "in-band approval is off" in summary["deny_message"]
+        [pending] = hall.approvals.store.list()  # type: ignore[union-attr]
+        assert pending.status == "pending", "still the operator's to decide"
+    assert target.exists()
+
+
+def test_in_band_setting_is_strict(gate: Path) -> None:
+    from pyhall_mcp.errors import ConfigError
+
+    text = (gate / "hall.yaml").read_text()
+    (gate / "hall.yaml").write_text(text + "approvals:\n  in_band: yes please\n")
+    with pytest.raises(ConfigError) as caught:
+        Hall.load(gate, state_dir=gate.parent / "state")
+    assert caught.value.location == "approvals.in_band"
+    assert caught.value.file is not None and caught.value.file.endswith("hall.yaml")
 
 
 # -- 2026-07-28: the sealed request state ----------------------------------------------------------
@@ -332,12 +450,15 @@ async def test_out_of_band_cli_approval_runs_the_identical_retry_once(
     target = demo / "workspace" / "scratch" / "doomed.txt"
     target.write_text("delete me\n")
     call = {"path": str(target)}  # absolute: under the workspace however paths resolve
-    async with connect(demo, mode) as (client, gateway):
+    async with connect(demo, mode) as (client, _):
         held = await client.call_tool("delete_file", call)
         apr = held_id(held)
         assert held.structured_content["approval_expires_at"]  # type: ignore[index]
-        assert f"pyhall approvals approve {apr}" in held.content[0].text  # type: ignore[union-attr]
-        assert gov(held)["approval"]["approve_with"] == f"pyhall approvals approve {apr}"
+        # The model is told a human decides and the id to give the user, not the command.
+        told = held.content[0].text  # type: ignore[union-attr]
+        assert apr in told and "human operator" in told and "pyhall" not in told
+        assert gov(held)["approval"]["waiting_for"] == "a human operator"
+        assert "pyhall" not in json.dumps(gov(held))
 
         again = await client.call_tool("delete_file", call)
         assert held_id(again) == apr, "an identical retry waits on the same approval"
@@ -348,18 +469,19 @@ async def test_out_of_band_cli_approval_runs_the_identical_retry_once(
             item = listed["approvals"][0]
             assert item["approval_id"] == apr and item["status"] == "pending"
             assert item["tenant_id"] == "demo-agent" and item["tool"] == "delete_file"
-            assert item["arguments_summary"] == {"path": json.dumps(str(target))}
+            # A declared path argument is shown as the envelope check resolves it.
+            resolved = "resolves to: <hall>/workspace/scratch/doomed.txt"
+            assert item["arguments_summary"] == {"path": f"{json.dumps(str(target))} ({resolved})"}
             assert "pol.demo.delete-needs-human" in item["reason"]
             assert 0 < item["expires_in_s"] <= 900
 
         code, approved = await pyhall(demo, "approve", apr, "--note", "cleanup", "--by", "alice")
         assert code == 0, approved
         assert approved["approval"]["status"] == "approved"
-        assert approved["receipts"]["by_gateway"] is True, "the running gateway holds the log"
+        # The running gateway holds the log; the command waited for its sweep to receipt it.
+        assert approved["receipts"]["by_gateway"] is True, approved["receipts"]
+        assert steps(demo, apr) == ["proposed", "approved"]
         assert target.exists(), "approving runs nothing by itself"
-        if mode == "legacy":  # the gateway's periodic sweep receipts it without any retry
-            assert await gateway.hall.approvals.sweep() == 1  # type: ignore[union-attr]
-            assert steps(demo, apr) == ["proposed", "approved"]
 
         ran = await client.call_tool("delete_file", call)
         assert ran.is_error is not True, ran
@@ -389,6 +511,45 @@ async def test_out_of_band_cli_approval_runs_the_identical_retry_once(
     assert_chain_ok(demo)
 
 
+async def test_the_operator_sees_a_lossy_summary_flagged_and_can_see_it_all(gate: Path) -> None:
+    target = doomed(gate)
+    long = "./" * 200 + target.name
+    async with connect(gate, "legacy") as (client, _):
+        apr = held_id(await client.call_tool("wipe", {"path": long}))
+    code, listed = await pyhall(gate, "list")
+    item = listed["approvals"][0]
+    assert (
+        item["summary_lossy"] is True and "characters hidden]" in item["arguments_summary"]["path"]
+    )
+    assert "arguments" not in item
+    code, shown = await pyhall(gate, "show", apr, "--full")
+    assert code == 0 and shown["approval"]["arguments"] == {"path": long}
+    where = ["--hall", str(gate), "--state-dir", str(gate.parent / "state")]
+    for command, part in [
+        (["list"], f"pyhall approvals show {apr} --full"),
+        (["show", apr], "summary is abridged"),
+        (["show", apr, "--full"], json.dumps(long)),
+    ]:
+        done = await anyio.run_process([sys.executable, "-c", _CLI, "approvals", *command, *where])
+        assert part in done.stdout.decode(), (command, done.stdout.decode())
+
+
+async def test_list_and_show_say_env_data_label_and_supervisor_level(gate: Path) -> None:
+    async with connect(gate, "legacy", data_label="INTERNAL") as (client, _):
+        apr = held_id(await client.call_tool("wipe", {"path": doomed(gate).name}))
+    code, shown = await pyhall(gate, "show", apr)
+    item = shown["approval"]
+    assert code == 0
+    assert (item["env"], item["data_label"]) == ("dev", "INTERNAL")
+    assert item["supervisor_level"]
+    where = ["--hall", str(gate), "--state-dir", str(gate.parent / "state")]
+    for command in (["list"], ["show", apr]):
+        done = await anyio.run_process([sys.executable, "-c", _CLI, "approvals", *command, *where])
+        text = done.stdout.decode()
+        assert "env dev, data label INTERNAL" in text, text
+        assert f"supervisor level {item['supervisor_level']}" in text, text
+
+
 async def test_altered_arguments_do_not_match(gate: Path) -> None:
     first, second = doomed(gate, "a.txt"), doomed(gate, "b.txt")
     async with connect(gate, "legacy") as (client, gateway):
@@ -402,6 +563,23 @@ async def test_altered_arguments_do_not_match(gate: Path) -> None:
     assert not first.exists() and second.exists()
     assert steps(gate, apr) == ["proposed", "approved", "executed", "returned"]
     assert_chain_ok(gate)
+
+
+async def test_editing_only_the_rules_invalidates_an_approval(gate: Path) -> None:
+    target = doomed(gate)
+    async with connect(gate, "legacy") as (client, gateway):
+        apr = held_id(await client.call_tool("wipe", {"path": target.name}))
+        gateway.hall.approvals.store.decide(apr, "approved", by="operator:test")  # type: ignore[union-attr]
+        rules = gate / "rules" / "test.yaml"
+        rules.write_text(  # another rule, for a capability nobody calls here
+            rules.read_text()
+            + "\n  - rule_id: rr.test.added\n    match: {capability_id: cap.test.none}\n"
+        )
+        assert await gateway.reload()
+        again = held_id(await client.call_tool("wipe", {"path": target.name}))
+        assert again != apr, "approved under other rules: asked anew"
+    assert target.exists()
+    assert steps(gate, apr) == ["proposed", "approved"]
 
 
 async def test_expired_approval_is_held_again(gate: Path) -> None:
@@ -440,6 +618,110 @@ async def test_operator_denial_refuses_retries_and_is_receipted_without_a_gatewa
         held_id(await client.call_tool("wipe", {"path": other.name}))
     assert target.exists()
     assert_chain_ok(gate)
+
+
+async def test_operator_can_revoke_an_approval_before_it_runs(gate: Path) -> None:
+    target = doomed(gate)
+    async with connect(gate, "legacy") as (client, _):
+        apr = held_id(await client.call_tool("wipe", {"path": target.name}))
+    code, _ = await pyhall(gate, "approve", apr, "--by", "alice")
+    assert code == 0
+    code, revoked = await pyhall(gate, "deny", apr, "--by", "bob", "--note", "wrong file")
+    assert code == 0, revoked
+    assert revoked["approval"]["status"] == "denied"
+    assert revoked["approval"]["approved_by"] == "alice"
+    async with connect(gate, "legacy") as (client, _):
+        refused = await client.call_tool("wipe", {"path": target.name})
+        assert "wrong file" in denial(refused, APPROVAL_DENIED_CODE)["deny_message"]
+    assert target.exists(), "the revoked approval ran nothing"
+    assert steps(gate, apr) == ["proposed", "approved", "denied"]
+    step = next(r for r in receipts(gate) if r.get("step") == "denied")
+    assert (step["revoked"], step["approved_by"], step["decided_by"]) == (True, "alice", "bob")
+    assert_chain_ok(gate)
+
+
+def _hold_the_log(hall: Path, seconds: float) -> threading.Thread:
+    """Another short-lived process's hold on the receipt log (a ``pyhall call``)."""
+    from pyhall_mcp.audit import ReceiptLog
+
+    log = ReceiptLog.open(layout_of(hall))
+    thread = threading.Thread(target=lambda: (time.sleep(seconds), log.close()))
+    thread.start()
+    return thread
+
+
+async def test_the_cli_waits_for_a_briefly_held_log_and_receipts(gate: Path) -> None:
+    async with connect(gate, "legacy") as (client, _):
+        apr = held_id(await client.call_tool("wipe", {"path": doomed(gate).name}))
+    holder = _hold_the_log(gate, 1.5)
+    code, denied = await pyhall(gate, "deny", apr)
+    holder.join()
+    assert code == 0 and denied["receipts"]["written"] == 1, denied["receipts"]
+    assert steps(gate, apr) == ["proposed", "denied"]
+    assert_chain_ok(gate)
+
+
+async def test_the_cli_says_when_a_decision_is_not_receipted_yet(gate: Path) -> None:
+    async with connect(gate, "legacy") as (client, _):
+        apr = held_id(await client.call_tool("wipe", {"path": doomed(gate).name}))
+    holder = _hold_the_log(gate, 3.0)
+    where = ["--hall", str(gate), "--state-dir", str(gate.parent / "state"), "--json"]
+    quick = "import pyhall_mcp.approvals as a; a.SWEEP_INTERVAL_S = 0.2; " + _CLI
+    done = await anyio.run_process([sys.executable, "-c", quick, "approvals", "deny", apr, *where])
+    holder.join()
+    receipts_ = json.loads(done.stdout)["receipts"]
+    assert receipts_["written"] == 0 and receipts_["by_gateway"] is False
+    assert "NOT receipted yet" in receipts_["message"]
+    assert steps(gate, apr) == ["proposed"]
+    # ... and a gateway's start receipts it, with no call at all.
+    async with connect(gate, "legacy"):
+        for _ in range(50):
+            if steps(gate, apr) == ["proposed", "denied"]:
+                break
+            await anyio.sleep(0.1)
+    assert steps(gate, apr) == ["proposed", "denied"]
+    assert_chain_ok(gate)
+
+
+async def test_a_stopping_gateway_receipts_the_last_decisions(gate: Path) -> None:
+    async with connect(gate, "legacy") as (client, gateway):
+        apr = held_id(await client.call_tool("wipe", {"path": doomed(gate).name}))
+        gateway.hall.approvals.store.decide(apr, "approved", by="operator:late")  # type: ignore[union-attr]
+        # stopped before the next periodic sweep (5 s)
+    assert steps(gate, apr) == ["proposed", "approved"]
+    assert_chain_ok(gate)
+
+
+def test_a_damaged_store_fails_check_validate_and_start_as_configuration(
+    gate: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Exit 3 naming the file and the fix, everywhere: ``--check`` must not say OK about
+    a hall whose gateway will refuse to start."""
+    from pyhall_mcp.cli import main as pyhall_main
+    from pyhall_mcp.gateway import main as gateway_main
+
+    state = gate.parent / "state"
+    state.mkdir()
+    damaged = state / "approvals.db"
+    damaged.write_bytes(b"this is not a database" * 300)
+    where = ["--hall", str(gate), "--state-dir", str(state)]
+    launch = [*where, "--floor", "require_worker_attestation=false"]
+    assert gateway_main([*launch, "--check"]) == 3
+    assert gateway_main(launch) == 3
+    said = capsys.readouterr().err
+    assert said.count(f"{damaged}: cannot open the approvals store: file is not a database") == 2
+    assert "(fix: move the damaged file aside" in said
+    assert pyhall_main(["approvals", "list", *where]) == 3
+    assert "move the damaged file aside" in capsys.readouterr().err
+
+    from pyhall_mcp.cli.validate import check_hall
+
+    (gate / ".pyhall").mkdir()
+    (gate / ".pyhall" / "approvals.db").write_bytes(b"this is not a database" * 300)
+    found = [p for p in check_hall(gate) if "approvals.db" in str(p.file)]
+    assert (
+        len(found) == 1 and found[0].severity == "error" and "move the damaged" in str(found[0].fix)
+    )
 
 
 def test_cli_errors_are_clean(gate: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -3,18 +3,23 @@
 A call held for a person (``DENY_REQUIRES_HUMAN_APPROVAL``, or
 ``DENY_REQUIRES_HUMAN`` from the blast gate) waits in the hall's approvals
 store. ``approve`` lets the agent's *identical* retry run once before the
-approval expires; ``deny`` refuses identical retries until then.
+approval expires; ``deny`` refuses identical retries until then, and also
+revokes an approval that has not run yet.
 
 Receipts: while a gateway serves the hall it holds the receipt log, so this
-command only records the decision (who, when, note) in the store and the
-gateway receipts it within seconds (or at the agent's retry). When no gateway
-runs, this command takes the log itself and receipts the decision at once.
+command records the decision (who, when, note) in the store and waits, up to
+one sweep interval, for the gateway to receipt it. When no process holds the
+log (or it is freed meanwhile), this command takes it and receipts the
+decision itself. Otherwise it says the decision is not receipted yet, and what
+will receipt it.
 """
 
 from __future__ import annotations
 
 import argparse
 import getpass
+import json
+import time
 from typing import Any
 
 from ._common import (
@@ -52,13 +57,20 @@ def register(commands: argparse._SubParsersAction) -> None:
 
     show = sub.add_parser("show", help="everything recorded about one approval")
     show.add_argument("approval_id", metavar="ID")
+    show.add_argument(
+        "--full",
+        action="store_true",
+        help="also the exact arguments, unclipped and unredacted (secrets included)",
+    )
     _common(show)
     show.set_defaults(func=run_show)
 
-    for name, verb in (("approve", "approved"), ("deny", "denied")):
+    for name, verb, what in (
+        ("approve", "approved", "approve a held call"),
+        ("deny", "denied", "deny a held call, or revoke an approval not used yet"),
+    ):
         decide = sub.add_parser(
-            name,
-            help=f"{name} a held call (exit 1 if unknown, expired or already decided)",
+            name, help=f"{what} (exit 1 if unknown, expired, already decided or used)"
         )
         decide.add_argument("approval_id", metavar="ID")
         decide.add_argument("--note", help="why (recorded with the decision and receipted)")
@@ -75,12 +87,13 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 def _store(args: argparse.Namespace, *, create: bool, writes: bool = False) -> Any:
     """The hall's approvals store; None when it does not exist and ``create`` is false."""
-    from ..approvals import ApprovalStore
+    from ..approvals import ApprovalStore, store_errors_as_config
 
     layout = hall_layout(args, writes=writes or create)
     if not create and not layout.approvals_db.exists():
         return None
-    return ApprovalStore.open(layout.approvals_db)
+    with store_errors_as_config(layout.approvals_db):
+        return ApprovalStore.open(layout.approvals_db)
 
 
 def _check_id(approval_id: str) -> str:
@@ -100,16 +113,34 @@ def _minutes(seconds: int) -> str:
 
 
 def _render(item: dict[str, Any]) -> str:
-    args = "  ".join(f"{k}={v}" for k, v in item["arguments_summary"].items()) or "(no arguments)"
+    summary = item["arguments_summary"]
+    args = [f"    {k} = {v}" for k, v in summary.items()] or ["    (no arguments)"]
     head = f"{item['approval_id']}  {item['status']}  expires {item['expires_at']}"
     if item["status"] in ("pending", "approved"):
         head += f" ({_minutes(item['expires_in_s'])})"
     lines = [
         head,
-        f"  who:  tenant {item['tenant_id']}",
-        f"  what: {item['tool']}  {args}",
-        f"  why:  {item['reason'] or item['reason_code']}",
+        f"  who:  tenant {item['tenant_id']}, env {item['env'] or '?'}, "
+        f"data label {item['data_label'] or '?'}",
+        f"  what: {item['tool']}",
+        *args,
     ]
+    if "arguments" in item and item["arguments"] is None:
+        lines.append("  exact arguments: not stored (held before this version kept them)")
+    elif "arguments" in item:  # show --full: exactly what the call carries
+        exact = json.dumps(item["arguments"], indent=2, sort_keys=True, ensure_ascii=True)
+        lines.append("  exact arguments (--full):")
+        lines.extend(f"    {line}" for line in exact.splitlines())
+    elif item.get("summary_lossy"):
+        lines.append(
+            "  note: this summary is abridged (clipped, redacted or arguments left out); "
+            f"`pyhall approvals show {item['approval_id']} --full` shows them exactly"
+        )
+    lines.append(f"  why:  {item['reason'] or item['reason_code']}")
+    if item.get("supervisor_level"):
+        lines.append(f"  who decides: supervisor level {item['supervisor_level']}")
+    if item.get("approved_by"):
+        lines.append(f"  approved by {item['approved_by']} at {item['approved_at']}, then revoked")
     if item.get("decided_by"):
         verb = item["status"] if item["status"] in ("denied", "cancelled") else "approved"
         note = f" ({item['note']})" if item.get("note") else ""
@@ -149,7 +180,7 @@ def run_show(args: argparse.Namespace) -> int:
             store.close()
     if approval is None:
         raise CommandFailed(f"no approval {approval_id!r} in this hall", EXIT_NO)
-    item = approval.as_dict(now)
+    item = approval.as_dict(now, full=args.full)
     emit(args, {"ok": True, "approval": item}, _render(item))
     return EXIT_OK
 
@@ -177,7 +208,7 @@ def run_decide(args: argparse.Namespace) -> int:
             )
         except ApprovalError as exc:
             raise CommandFailed(str(exc), EXIT_NO) from None
-        receipted = _receipt_now(hall_layout(args, writes=True), store)
+        receipted = _receipt_now(hall_layout(args, writes=True), store, approval_id)
     finally:
         store.close()
     item = approval.as_dict(store.now_us())
@@ -185,6 +216,8 @@ def run_decide(args: argparse.Namespace) -> int:
         then = f"the agent's identical retry runs once before {item['expires_at']}"
     else:
         then = f"identical retries are refused until {item['expires_at']}"
+        if approval.approved_by:  # it was approved and had not run: revoked
+            then = f"the approval by {approval.approved_by} is revoked; {then}"
     text = (
         f"{args.decision} {approval_id}: {item['tool']} for tenant {item['tenant_id']}; "
         f"{then}.\n{receipted['message']}"
@@ -193,27 +226,48 @@ def run_decide(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _receipt_now(layout: Any, store: Any) -> dict[str, Any]:
-    """Receipt the decision now if no gateway holds the log; else the gateway will."""
+def _receipt_now(layout: Any, store: Any, approval_id: str) -> dict[str, Any]:
+    """Receipt the decision before returning, when that can be done in a few seconds.
+
+    Only the process holding the receipt log writes receipts. A serving gateway
+    holds it and receipts the decision at its next sweep; a short-lived process
+    (``pyhall call``, another approver) holds it briefly. So wait, up to one sweep
+    interval and a second, until either the log is free (receipt it here) or the
+    holder has receipted it; otherwise say plainly that it is not receipted yet.
+    """
     from ..approvals import SWEEP_INTERVAL_S, sweep
     from ..audit import ReceiptLog
     from ..errors import AuditError, IntegrityError, PyhallError
 
     if not layout.audit_db.exists():
         return {"written": 0, "message": "This hall keeps no receipt log; nothing to receipt."}
-    try:
-        log = ReceiptLog.open(layout)
-    except AuditError as exc:
-        if not isinstance(exc, IntegrityError) and "another process" in str(exc):
+    deadline = time.monotonic() + SWEEP_INTERVAL_S + 1.0
+    while True:
+        try:
+            log = ReceiptLog.open(layout)
+            break
+        except AuditError as exc:
+            if isinstance(exc, IntegrityError) or "another process" not in str(exc):
+                return {"written": 0, "message": f"Decision recorded, NOT receipted: {exc}"}
+        except PyhallError as exc:  # a key or keyring problem: the decision stands, say so
+            return {"written": 0, "message": f"Decision recorded, NOT receipted: {exc}"}
+        current = store.get(approval_id)
+        if current is not None and current.receipted_status == current.status:
             return {
                 "written": 0,
                 "by_gateway": True,
-                "message": "A running gateway holds the receipt log; it receipts this decision "
-                f"within {SWEEP_INTERVAL_S:g} s or at the agent's retry.",
+                "message": "Receipted by the running gateway, which holds the receipt log.",
             }
-        return {"written": 0, "message": f"Decision recorded, NOT receipted: {exc}"}
-    except PyhallError as exc:  # a key or keyring problem: the decision stands, say so
-        return {"written": 0, "message": f"Decision recorded, NOT receipted: {exc}"}
+        if time.monotonic() >= deadline:
+            return {
+                "written": 0,
+                "by_gateway": False,
+                "message": "Decision recorded, NOT receipted yet: another process holds the "
+                "receipt log. A gateway serving this hall receipts it at its next sweep "
+                f"(every {SWEEP_INTERVAL_S:g} s while it runs, and when it starts or stops), "
+                "or the next `pyhall approvals approve|deny` that gets the log does.",
+            }
+        time.sleep(0.2)
     try:
         written = sweep(store, log.record_sync)
     finally:

@@ -159,6 +159,7 @@ def _check_hall(root: Path) -> list[Problem]:
     problems.extend(_check_policies(layout, settings, registry))
     problems.extend(_check_keys(layout))
     problems += [Problem("warning", None, None, w) for w in settings_warnings(settings)]
+    problems.extend(_check_approvals(layout))
     with contextlib.suppress(ConfigError):  # an unreadable keyring is reported just above
         trusted = Keyring.load(layout.trusted_keys)
         problems.extend(Problem.of(p) for p in readiness_problems(layout, settings, trusted))
@@ -222,6 +223,18 @@ def _check_keys(layout: Any) -> list[Problem]:
         except ConfigError as exc:
             problems.append(Problem.of(exc))
     return problems
+
+
+def _check_approvals(layout: Any) -> list[Problem]:
+    """The approvals store refuses the gateway's start when damaged: say so here too."""
+    from ..approvals import ApprovalStore, store_errors_as_config
+
+    try:
+        with store_errors_as_config(layout.approvals_db):
+            ApprovalStore.check(layout.approvals_db)
+    except ConfigError as exc:
+        return [Problem.of(exc)]
+    return []
 
 
 def _check_attestation(layout: Any, registry: Any, required: bool) -> list[Problem]:
