@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 import json
 import os
 import re
@@ -282,6 +283,9 @@ def summarize_arguments(
             prop.get("writeOnly") is True or prop.get("format") == "password"
         )
         name = _clean(str(key), 60)
+        lossy = lossy or name != str(key)  # shortened or escaped: it may pass for another
+        if name in out:  # one shown name never stands for two arguments
+            name = next(f"{name} #{n}" for n in itertools.count(2) if f"{name} #{n}" not in out)
         if secret or is_secret_name(str(key)):
             out[name], lossy = "[redacted]", True
             continue

@@ -603,20 +603,24 @@ def _normal_digest(value: Any) -> str | None:
 
 
 def load_deny_list(path: str | Path) -> frozenset[str]:
-    """Denied package digests from ``{denied_digests: [{digest, reason}]}``; no file, none."""
+    """Denied package digests from ``{denied_digests: [{digest, reason}]}``; no file, none.
+
+    A link to a missing file (an unmounted shared list) or an empty file (one an editor
+    truncated) is refused: either would quietly deny nothing.
+    """
     path = Path(path)
-    if not path.exists():
+    if not path.exists() and not path.is_symlink():
         return frozenset()
-    doc = load_document(path) or {}
-    entries = doc.get("denied_digests", []) if isinstance(doc, dict) else None
-    fix = "write {denied_digests: [{digest: <sha256>, reason: <why>}]}"
+    doc = load_document(path)
+    fix = "write {denied_digests: [{digest: <sha256>, reason: <why>}]} (or [] for none)"
+    # A misspelt key would empty the list: refuse what is not understood.
+    if isinstance(doc, dict) and (unknown := sorted(set(doc) - {"denied_digests"})):
+        raise ConfigError(f"unknown field {unknown[0]!r}", file=str(path), fix=fix)
+    entries = doc.get("denied_digests") if isinstance(doc, dict) else None
     if not isinstance(entries, list):
         raise ConfigError(
             "expected a mapping with a `denied_digests` list", file=str(path), fix=fix
         )
-    # A misspelt key would empty the list: refuse what is not understood.
-    if unknown := sorted(set(doc) - {"denied_digests"}):
-        raise ConfigError(f"unknown field {unknown[0]!r}", file=str(path), fix=fix)
     denied: set[str] = set()
     for index, entry in enumerate(entries):
         digest = _normal_digest(entry.get("digest")) if isinstance(entry, dict) else None

@@ -1353,7 +1353,7 @@ def verify_log(
         if path is None:
             continue
         try:
-            found, torn = read_checkpoints(path)
+            found, torn = read_checkpoints(path, kept=path == anchors)
         except (OSError, ValueError) as exc:
             problem = problem or _problem(None, None, str(exc))
             continue

@@ -198,11 +198,13 @@ _FIELDS: dict[str, type | tuple[type, ...]] = {
 }
 
 
-def read_checkpoints(path: Path) -> tuple[list[Checkpoint], list[str]]:
+def read_checkpoints(path: Path, *, kept: bool = False) -> tuple[list[Checkpoint], list[str]]:
     """Parse every checkpoint line; return (checkpoints, warnings).
 
-    A last line without its newline is a write cut short by a crash: it is
-    skipped with a warning. Any other malformed line is a ValueError naming it.
+    In the hall's own file, a last line without its newline is a write cut short by
+    a crash: it is skipped with a warning. In a copy ``kept`` elsewhere by the operator
+    nothing is skipped: a last line counts as one. Any malformed line is a ValueError
+    naming it.
     """
     try:
         data = path.read_bytes()
@@ -210,7 +212,9 @@ def read_checkpoints(path: Path) -> tuple[list[Checkpoint], list[str]]:
         return [], []
     warnings: list[str] = []
     lines = data.split(b"\n")
-    if lines[-1]:
+    if kept and lines[-1].strip():
+        lines.append(b"")
+    elif lines[-1]:
         warnings.append(f"{path}: ignored an incomplete last line (a write cut short)")
     checkpoints = []
     for number, raw in enumerate(lines[:-1], start=1):

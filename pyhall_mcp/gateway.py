@@ -666,7 +666,7 @@ def _report_check(hall: Hall, *, as_json: bool = False) -> int:
 
 def _operator_warnings(hall: Hall) -> list[str]:
     """Settings the operator chose that weaken what a call proves: never silent."""
-    warnings = settings_warnings(hall.settings)
+    warnings = settings_warnings(hall.settings, hall.registry.records)
     warnings += [
         f"tool {name}: the kernel has no usable Landlock, so every call fails "
         "(runner.sandbox: landlock)"
@@ -764,13 +764,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         for note in _operator_notes(hall):
             sys.stderr.write(f"pyhall-mcp: note: {note}\n")
         configure_tracing()
-    except ConfigError as exc:
-        sys.stderr.write(f"pyhall-mcp: refusing to start: {exc.describe()}\n")
-        if args.check and args.json:
-            sys.stdout.write(json.dumps({"ok": False, "refused": exc.as_dict()}) + "\n")
-        return 3
     except PyhallError as exc:
-        sys.stderr.write(f"pyhall-mcp: refusing to start: {exc}\n")
+        text = exc.describe() if isinstance(exc, ConfigError) else str(exc)
+        sys.stderr.write(f"pyhall-mcp: refusing to start: {text}\n")
+        if args.check and args.json:
+            refused = exc.as_dict() if isinstance(exc, ConfigError) else {"message": text}
+            sys.stdout.write(json.dumps({"ok": False, "refused": refused}) + "\n")
         return 3
     try:
         anyio.run(serve_stdio, Gateway(hall, overrides=overrides))

@@ -214,11 +214,20 @@ _OTHER_VARIABLES = ("PYHALL_HALL", "PYHALL_STATE_DIR", "PYHALL_OTEL", "PYHALL_UP
 
 
 def settings_warnings(
-    settings: HallSettings, environ: Mapping[str, str] | None = None
+    settings: HallSettings,
+    records: Iterable[WorkerRecord] = (),
+    environ: Mapping[str, str] | None = None,
 ) -> list[str]:
     """Settings that weaken what a call proves, or that pyhall would ignore: never silent
-    (said at start, by ``--check`` and by ``pyhall validate``)."""
-    warnings = _unknown_environment(os.environ if environ is None else environ)
+    (said at start, by ``--check`` and by ``pyhall validate``). ``records``: the workers,
+    whose ``runner.env_allow`` may pass ``PYHALL_*`` variables on."""
+    passed_on = {
+        name
+        for record in records
+        for name in (record.runner or {}).get("env_allow") or ()
+        if isinstance(name, str)
+    }
+    warnings = _unknown_environment(os.environ if environ is None else environ, passed_on)
     if not settings.audit.enabled:
         warnings.append("audit.enabled is false: calls leave no receipts")
     if settings.tenant_credential and not settings.floors.require_credential:
@@ -229,12 +238,13 @@ def settings_warnings(
     return warnings
 
 
-def _unknown_environment(environ: Mapping[str, str]) -> list[str]:
+def _unknown_environment(environ: Mapping[str, str], passed_on: Iterable[str]) -> list[str]:
     # A misspelt floor (PYHALL_REQUIRE_SIGNATORIES) would otherwise be dropped unseen.
     known = [
         *_ENV_SETTINGS,
         *(f"PYHALL_{name.upper()}" for name in HallConfig.model_fields),
         *_OTHER_VARIABLES,
+        *passed_on,
     ]
     warnings = []
     for var in sorted(v for v in environ if v.startswith("PYHALL_") and v not in known):

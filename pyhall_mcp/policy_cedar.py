@@ -150,12 +150,10 @@ class CedarPolicyEngine:
             items = [paths_or_dir] if isinstance(paths_or_dir, (str, Path)) else paths_or_dir
             files = sorted(Path(p) for p in items)
             directory = files[0].parent if files else Path(".")
-        policy_files = [p for p in files if p.is_file() and p.suffix == ".cedar"]
+        # Files or not: a dangling link or a directory must fail to read, never be skipped.
+        policy_files = [p for p in files if p.suffix.lower() == ".cedar"]
         schemas = [
-            p
-            for p in files
-            if p.is_file()
-            and (p.name.endswith(".cedarschema") or p.name.endswith(".cedarschema.json"))
+            p for p in files if p.name.lower().endswith((".cedarschema", ".cedarschema.json"))
         ]
         if not policy_files:
             raise PolicyError("no *.cedar policy files", file=str(directory))

@@ -29,7 +29,7 @@ from pydantic import (
     model_validator,
 )
 
-from ._yaml import load_document
+from ._yaml import load_document, read_regular_file
 from .errors import ConfigError, RegistryError
 from .models import DataLabel, Env
 from .rules import canonical_control
@@ -414,7 +414,9 @@ class Registry:
                 document = load_document(path)
                 self.enroll(document, source=str(path), base_dir=path.parent)
             except ConfigError as exc:
-                self._withdrawn.update(_names_in(document))
+                self._withdrawn.update(
+                    _names_in(document) if document is not None else _names_in_text(path)
+                )
                 self.quarantine(
                     exc
                     if isinstance(exc, RegistryError)
@@ -823,6 +825,35 @@ def _names_in(document: Any) -> set[str]:
     tool = document.get("tool")
     names = {document.get("worker_id"), tool.get("name") if isinstance(tool, Mapping) else None}
     return {name for name in names if isinstance(name, str)}
+
+
+#: Best-effort reading of a record that does not parse, in YAML or JSON form.
+_ID_IN_TEXT = re.compile(r"""(?:^|[{,])\s*["']?worker_id["']?\s*:\s*["']?([A-Za-z0-9_.-]+)""", re.M)
+_TOOL_NAME_IN_TEXT = (
+    # YAML, or JSON with one member a line: the first indented `name:` under `tool:`
+    re.compile(
+        r"""^\s*["']?tool["']?\s*:\s*\{?\s*$(?:\n^\s+.*$)*?\n^\s+["']?name["']?\s*:\s*"""
+        r"""["']?([A-Za-z0-9_.-]+)""",
+        re.M,
+    ),
+    # JSON on one line: `name` among the tool's scalar members
+    re.compile(
+        r'"tool"\s*:\s*\{\s*(?:"[^"]*"\s*:\s*(?:"[^"]*"|[^{}\[\],"]+)\s*,\s*)*'
+        r'"name"\s*:\s*"([A-Za-z0-9_.-]+)"'
+    ),
+)
+
+
+def _names_in_text(path: Path) -> set[str]:
+    """The worker id and tool name a record that does not parse seems to give, so that
+    policy statements naming it see a quarantined worker, not a typo."""
+    try:
+        data = read_regular_file(path)
+    except OSError:
+        return set()
+    text = (data or b"").decode("utf-8", "replace")
+    found = [_ID_IN_TEXT.search(text), *(p.search(text) for p in _TOOL_NAME_IN_TEXT)]
+    return {match.group(1) for match in found if match}
 
 
 def _hash_file(path: Path) -> str | None:

@@ -604,32 +604,52 @@ class SubprocessRunner(Runner):
         except (TypeError, ValueError, RecursionError) as exc:
             return _failure("error", started, "arguments are not JSON", repr(exc))
         if self.sandbox != "none" and (abi := landlock_abi()):
-            # A sandboxed worker cannot reach /tmp: it gets a temporary directory of its
-            # own for the call, named in TMPDIR, and removed with whatever it holds.
-            with tempfile.TemporaryDirectory(
-                prefix="pyhall-worker-", ignore_cleanup_errors=True
-            ) as tmp:
-                try:
-                    ruleset = _landlock.build_ruleset(
-                        abi,
-                        [
-                            *_landlock.runtime_directories(),
-                            *(_landlock.NETWORK_READS if self.tcp else ()),
-                            str(self.cwd),
-                            *self.reads,
-                        ],
-                        [*_landlock.RUNTIME_WRITES, tmp, *self.writes],
-                        tcp=self.tcp,
-                    )
-                except OSError as exc:
-                    return _failure("error", started, "the worker's sandbox failed", repr(exc))
-                launcher = [sys.executable, "-I", "-S", "-c", _landlock.LAUNCHER, str(ruleset)]
-                return await self._run_process(
-                    [*launcher, *self.argv], payload, started, timeout_s, progress, ruleset, tmp
-                )
+            return await self._run_sandboxed(abi, payload, started, timeout_s, progress)
         if self.sandbox == "landlock":
             return _failure("error", started, _NO_LANDLOCK, "")
         return await self._run_process(self.argv, payload, started, timeout_s, progress)
+
+    async def _run_sandboxed(
+        self,
+        abi: int,
+        payload: bytes,
+        started: int,
+        timeout_s: float,
+        progress: ProgressFn | None,
+    ) -> WorkerResult:
+        """Run behind a Landlock ruleset, with a temporary directory of its own (it cannot
+        reach /tmp), named in TMPDIR and removed with what it holds after the call."""
+        scratch = tempfile.TemporaryDirectory(prefix="pyhall-worker-", ignore_cleanup_errors=True)
+        try:
+            ruleset = _landlock.build_ruleset(
+                abi,
+                [
+                    *_landlock.runtime_directories(),
+                    *(_landlock.NETWORK_READS if self.tcp else ()),
+                    str(self.cwd),
+                    *self.reads,
+                ],
+                [*_landlock.RUNTIME_WRITES, scratch.name, *self.writes],
+                tcp=self.tcp,
+            )
+        except OSError as exc:
+            scratch.cleanup()
+            return _failure("error", started, "the worker's sandbox failed", repr(exc))
+        launcher = [sys.executable, "-I", "-S", "-c", _landlock.LAUNCHER, str(ruleset)]
+        try:
+            return await self._run_process(
+                [*launcher, *self.argv],
+                payload,
+                started,
+                timeout_s,
+                progress,
+                ruleset,
+                scratch.name,
+            )
+        finally:
+            # In a thread: a worker may leave many files, and the loop serves other calls.
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(scratch.cleanup)
 
     async def _run_process(
         self,

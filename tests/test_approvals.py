@@ -106,6 +106,23 @@ def test_binding_is_the_exact_call() -> None:
         assert binding_digest(**{**_CALL, key: other}) != binding_digest(**_CALL), key
 
 
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        {"x" * 40 + "A" + "y" * 40: "harmless", "x" * 40 + "B" + "y" * 40: "rm -rf /"},
+        {"a\x00": "1", "a\\u0000": "2"},  # both shown as a\u0000
+    ],
+)
+def test_argument_names_that_shorten_alike_are_all_shown_and_flagged(
+    arguments: dict[str, str],
+) -> None:
+    summary = summarize_arguments(arguments)
+    assert len(summary.shown) == 2 and set(summary.shown.values()) == {
+        json.dumps(v) for v in arguments.values()
+    }
+    assert summary.lossy
+
+
 def test_summary_redacts_secrets_and_neutralises_text() -> None:
     schema = {"properties": {"pin": {"type": "string", "writeOnly": True}, "code": {}}}
     summary = summarize_arguments(

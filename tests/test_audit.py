@@ -859,6 +859,16 @@ def test_a_cut_of_log_and_checkpoints_is_caught_by_checkpoints_kept_elsewhere(
     assert "elsewhere.jsonl covers 30 receipts" in report.first_error["problem"]
 
 
+def test_the_last_line_of_checkpoints_kept_elsewhere_counts_without_its_newline(
+    layout: HallLayout, log30: list[Receipt], tmp_path: Path
+) -> None:
+    kept = tmp_path / "kept.jsonl"
+    kept.write_text(layout.checkpoints.read_text().rstrip("\n"))  # as an editor saves it
+    _cut_log_and_checkpoints(layout, 20)
+    report = verify_log(layout, anchors=kept)
+    assert not report.ok and report.first_error["seq"] == 21
+
+
 def test_checkpoints_kept_elsewhere_must_be_signed_and_match(
     layout: HallLayout, log30: list[Receipt], tmp_path: Path
 ) -> None:

@@ -186,3 +186,46 @@ def test_check_reports_shadowed_rules_and_answers_json(hall: Path) -> None:
     )
     assert refused.returncode == 3
     assert json.loads(refused.stdout)["refused"]["message"] == "hall.yaml is empty"
+
+
+@pytest.mark.parametrize("how", ["empty", "dangling link"])
+def test_a_deny_list_that_says_nothing_is_refused(hall: Path, how: str) -> None:
+    deny_list = hall / "keys" / "deny-list.yaml"
+    if how == "empty":
+        deny_list.write_text("")
+    else:
+        deny_list.symlink_to(hall / "not-mounted" / "deny-list.yaml")
+    assert "deny-list.yaml" in refused(hall)  # the demo hall requires attestation
+
+
+def test_a_record_that_does_not_parse_takes_out_only_its_tool(hall: Path) -> None:
+    # The demo policies name the hasher with argument conditions.
+    record = hall / "workers" / "hasher" / "worker.yaml"
+    record.write_text(record.read_text() + "  bad: [unclosed\n")
+    result = check(hall)
+    assert result.returncode == 1, result.stderr
+    assert "4 tools" in result.stderr and "quarantined org.demo.hasher" in result.stderr
+
+
+def test_check_json_answers_every_refusal(hall: Path) -> None:
+    state = hall / ".pyhall"
+    state.mkdir()
+    (state / "audit.db").write_bytes(b"not a database" * 100)
+    result = subprocess.run(
+        [sys.executable, "-m", "pyhall_mcp.gateway", "--hall", str(hall), "--check", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 3
+    assert json.loads(result.stdout)["ok"] is False
+
+
+def test_variables_a_worker_is_given_are_not_called_unknown(hall: Path) -> None:
+    record = hall / "workers" / "hasher" / "worker.yaml"
+    document = yaml.safe_load(record.read_text())
+    assert document["runner"]["kind"] == "subprocess"
+    document["runner"]["env_allow"] = ["PYHALL_HASHER_MODE"]
+    record.write_text(yaml.safe_dump(document))
+    result = check(hall, PYHALL_HASHER_MODE="fast", PYHALL_REQUIRE_WORKER_ATTESTATION="false")
+    assert "PYHALL_HASHER_MODE" not in result.stderr, result.stderr

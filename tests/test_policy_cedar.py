@@ -371,3 +371,21 @@ def test_missing_cedarpy_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.Mo
     with pytest.raises(PolicyError) as info:
         load_policy_engine(tmp_path / "policies", base_dir=tmp_path)
     assert "cedarpy" in info.value.message and "pyhall-mcp[cedar]" in (info.value.fix or "")
+
+
+@pytest.mark.parametrize("how", ["dangling link", "directory", "upper-case suffix"])
+def test_a_cedar_file_that_cannot_be_read_is_refused_not_skipped(tmp_path: Path, how: str) -> None:
+    directory = tmp_path / "policies"
+    shutil.copytree(CEDAR_DEMO, directory)
+    baseline = directory / "baseline.cedar"
+    if how == "dangling link":
+        baseline.unlink()
+        baseline.symlink_to(tmp_path / "not-mounted" / "baseline.cedar")
+    elif how == "directory":
+        baseline.unlink()
+        baseline.mkdir()
+    else:
+        baseline.rename(directory / "baseline.CEDAR")
+        (directory / "baseline.CEDAR").write_text("this is not cedar")
+    with pytest.raises(PolicyError, match="baseline"):
+        CedarPolicyEngine.load(directory, base_dir=tmp_path)

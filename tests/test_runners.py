@@ -596,6 +596,28 @@ async def test_a_sandboxed_worker_has_a_temporary_directory_of_its_own_for_the_c
 
 
 @needs_landlock
+async def test_a_sandboxed_calls_directory_is_removed_off_the_event_loop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import tempfile
+    import threading
+
+    removed_on: list[str] = []
+    cleanup = tempfile.TemporaryDirectory.cleanup
+
+    def recording(self: tempfile.TemporaryDirectory) -> None:
+        removed_on.append(threading.current_thread().name)
+        cleanup(self)
+
+    monkeypatch.setattr(tempfile.TemporaryDirectory, "cleanup", recording)
+    result = await _sub("prober", sandbox="landlock").run(
+        {"tempfile": True}, _context(), timeout_s=20
+    )
+    assert result.status == "ok", result.error
+    assert removed_on and threading.main_thread().name not in removed_on
+
+
+@needs_landlock
 @pytest.mark.parametrize(("tcp", "expected"), [(True, "read"), (False, "refused:13")])
 async def test_a_sandboxed_worker_reads_name_resolution_files_only_with_egress(
     tcp: bool, expected: str

@@ -158,7 +158,9 @@ def _check_hall(root: Path) -> list[Problem]:
                 problems.append(Problem.of(exc))
     problems.extend(_check_policies(layout, settings, registry))
     problems.extend(_check_keys(layout))
-    problems += [Problem("warning", None, None, w) for w in settings_warnings(settings)]
+    problems += [
+        Problem("warning", None, None, w) for w in settings_warnings(settings, registry.records)
+    ]
     problems.extend(_check_approvals(layout))
     with contextlib.suppress(ConfigError):  # an unreadable keyring is reported just above
         trusted = Keyring.load(layout.trusted_keys)
