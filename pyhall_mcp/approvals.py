@@ -356,6 +356,7 @@ class Approval:
     def as_dict(self, now_us: int | None = None, *, full: bool = False) -> dict[str, Any]:
         """Plain JSON for the CLI and the governance record (no binding internals hidden);
         ``full``: with the exact arguments, secrets included (the operator's eyes only)."""
+        approved = self.status in ("approved", "executed")
         data = {
             "approval_id": self.approval_id,
             "status": self.status if now_us is None else self.effective_status(now_us),
@@ -379,8 +380,9 @@ class Approval:
             "decided_by": self.decided_by,
             "note": self.note,
             "used_at": iso(self.used_at_us),
-            "approved_by": self.approved_by,
-            "approved_at": iso(self.approved_at_us),
+            # Who approved: kept apart once a revocation takes decided_by; else the decider.
+            "approved_by": self.approved_by or (self.decided_by if approved else None),
+            "approved_at": iso(self.approved_at_us or (self.decided_at_us if approved else None)),
             "binding": self.binding,
         }
         if full:

@@ -14,6 +14,7 @@ import argparse
 import contextlib
 import json
 import os
+import shlex
 import sys
 import traceback
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -40,6 +41,7 @@ from .hall import (
     readiness_problems,
     settings_warnings,
 )
+from .layout import HallLayout
 from .otel import annotate_current_span, configure_tracing
 from .policy import YamlPolicyEngine
 
@@ -158,7 +160,7 @@ class Gateway:
                     return asked  # InputRequiredResult: the client asks the person and retries
                 outcome = asked
         if outcome.status == "held":
-            _tell_operator(outcome)
+            _tell_operator(outcome, hall.layout)
         annotate_current_span(outcome.status, outcome.governance)
         return self._answer(outcome)
 
@@ -274,13 +276,17 @@ def _tool(record: Any) -> types.Tool:
     )
 
 
-def _tell_operator(outcome: CallOutcome) -> None:
-    """The operator's next step goes to stderr (their log), never into the model's answer."""
+def _tell_operator(outcome: CallOutcome, layout: HallLayout) -> None:
+    """The operator's next step goes to stderr (their log), never into the model's answer:
+    a command that works from anywhere, naming this hall and its state directory."""
     approval_id = outcome.governance.get("pending_approval_id")
     if approval_id:
+        where = f"--hall {shlex.quote(str(layout.root))}"
+        if layout.state_dir != layout.root / ".pyhall":
+            where += f" --state-dir {shlex.quote(str(layout.state_dir))}"
         sys.stderr.write(
             f"pyhall-mcp: {outcome.tool} held for approval {approval_id}; decide with "
-            f"`pyhall approvals show|approve|deny {approval_id}`\n"
+            f"`pyhall approvals show|approve|deny {approval_id} {where}`\n"
         )
 
 
@@ -757,7 +763,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return record_gateway(args.record, sys.argv[1:] if argv is None else argv)
         if args.check:
             hall.check_start()  # what would refuse to start is a refusal here too
+            configure_tracing(install=False)
             return _report_check(hall, as_json=args.json)
+        hall.check_start()  # a damaged store or key: refused with its file and fix
         hall.open_audit()  # before serving: a hall that cannot receipt does not start
         for warning in _operator_warnings(hall):  # the operator's choices, never silent
             sys.stderr.write(f"pyhall-mcp: warning: {warning}\n")

@@ -36,6 +36,7 @@ from .audit import Durability
 from .canonical import canonical_json, digest
 from .errors import (
     AttestationError,
+    AuditError,
     ConfigError,
     PyhallError,
     RegistryError,
@@ -393,9 +394,8 @@ def readiness_problems(
             )
         )
     floors = settings.floors
-    if floors.require_credential and not (
-        floors.credential_issuers or _credential_issuers(trusted)
-    ):
+    issuers = floors.credential_issuers or _credential_issuers(trusted)
+    if floors.require_credential and not issuers:
         problems.append(
             ConfigError(
                 "no credential issuer is trusted: every call will be denied "
@@ -406,7 +406,51 @@ def readiness_problems(
                 "or set floors.credential_issuers",
             )
         )
+    elif floors.require_credential:
+        from .credentials import CredentialError, verify_credential
+
+        try:  # what the router checks on every call, checked once now
+            verify_credential(
+                settings.tenant_credential, tenant_id=settings.tenant_id, issuers=issuers
+            )
+        except CredentialError as exc:
+            problems.append(
+                ConfigError(
+                    f"the tenant credential is refused ({exc}): every call will be denied "
+                    "DENY_INVALID_CREDENTIAL",
+                    file="PYHALL_TENANT_CREDENTIAL",
+                    location="tenant_credential",
+                    fix=f"issue one for tenant {settings.tenant_id} with `pyhall tenant issue`",
+                )
+            )
     return problems
+
+
+def check_state(layout: HallLayout, settings: HallSettings) -> None:
+    """Raise ConfigError for what in the state directory would stop the gateway's start,
+    writing nothing: the approvals store, the signing key (its permissions), the receipt
+    keyring and the audit log's schema."""
+    from .approvals import ApprovalStore, store_errors_as_config
+
+    with store_errors_as_config(layout.approvals_db):
+        ApprovalStore.check(layout.approvals_db)
+    if not settings.audit.enabled:
+        return
+    from .audit import SQLiteReceiptStore
+
+    if layout.signing_key.exists():
+        SigningKey.load(layout.signing_key)
+    Keyring.load(layout.receipt_keyring)
+    if layout.audit_db.exists():
+        try:
+            SQLiteReceiptStore(layout.audit_db, readonly=True).close()
+        except AuditError as exc:
+            raise ConfigError(
+                str(exc).replace(f"{layout.audit_db}: ", "", 1),  # named once, as ``file``
+                file=str(layout.audit_db),
+                fix="restore it from a backup, or move it aside to start a new log; "
+                "`pyhall audit verify` says what is wrong with it",
+            ) from None
 
 
 def workspace_dir(layout: HallLayout, settings: HallSettings) -> Path | None:
@@ -574,24 +618,10 @@ class Hall:
         return cls(layout, settings, rules, registry, policy, trusted, served, failures)
 
     def check_start(self) -> None:
-        """Raise what would stop :meth:`open_audit`, writing nothing: the signing key (its
-        permissions), the receipt keyring and the log's schema. For ``--check`` and the
-        launch check of ``pyhall call``, which must not say OK about a hall that will
-        refuse to serve."""
-        from .approvals import ApprovalStore, store_errors_as_config
-
-        with store_errors_as_config(self.layout.approvals_db):
-            ApprovalStore.check(self.layout.approvals_db)
-        if not self.settings.audit.enabled:
-            return
-        from .audit import SQLiteReceiptStore
-
-        layout = self.layout
-        if layout.signing_key.exists():
-            SigningKey.load(layout.signing_key)
-        Keyring.load(layout.receipt_keyring)
-        if layout.audit_db.exists():
-            SQLiteReceiptStore(layout.audit_db, readonly=True).close()
+        """Raise what would stop :meth:`open_audit`, writing nothing (see :func:`check_state`).
+        For ``--check`` and the launch check of ``pyhall call``, which must not say OK about
+        a hall that will refuse to serve."""
+        check_state(self.layout, self.settings)
 
     def open_audit(self) -> ReceiptLog | None:
         """Open the receipt log (creating the hall's signing key on first start)."""

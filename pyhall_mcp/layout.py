@@ -91,10 +91,11 @@ class HallLayout:
                 base = os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state"
                 state = Path(base) / "pyhall-mcp" / "demo-hall"
             else:
-                state = Path(".pyhall")
-        if not state.is_absolute():
-            state = root / state
-        return cls(root=root, state_dir=state, state_source=source)
+                state = root / ".pyhall"
+        # A state directory named on the command line or in the environment is a path
+        # like --hall: relative to where the command runs, not inside the hall (where its
+        # signing key could be committed with the hall).
+        return cls(root=root, state_dir=state.expanduser().absolute(), state_source=source)
 
     def check(self, *, writes: bool = True) -> None:
         """``ConfigError`` unless the hall is a directory and the state directory is, or

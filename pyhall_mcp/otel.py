@@ -31,8 +31,12 @@ _ATTRIBUTES = {
 }
 
 
-def configure_tracing(mode: str | None = None) -> bool:
-    """Install a tracer provider for ``mode`` (default ``$PYHALL_OTEL``); False when off."""
+def configure_tracing(mode: str | None = None, *, install: bool = True) -> bool:
+    """Install a tracer provider for ``mode`` (default ``$PYHALL_OTEL``); False when off.
+
+    ``install=False`` only checks that the mode is known and its packages are there (for
+    ``--check`` and ``pyhall validate``); ConfigError names what is missing either way.
+    """
     mode = (mode if mode is not None else os.environ.get("PYHALL_OTEL", "")).strip().lower()
     if mode in ("", "off", "none"):
         return False
@@ -63,6 +67,8 @@ def configure_tracing(mode: str | None = None) -> bool:
         raise ConfigError(
             f"unknown tracing mode {mode!r}", file="PYHALL_OTEL", fix="use stderr, otlp or off"
         )
+    if not install:
+        return True
     provider = TracerProvider(resource=Resource.create({"service.name": "pyhall-mcp"}))
     provider.add_span_processor(BatchSpanProcessor(exporter))
     trace.set_tracer_provider(provider)

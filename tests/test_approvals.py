@@ -314,6 +314,8 @@ def test_approve_then_consume_exactly_once(store: ApprovalStore, clock: Clock) -
     assert not store.consume(approval.approval_id, approval.binding), "single use"
     used = store.get(approval.approval_id)
     assert used is not None and used.status == "executed" and used.used_at_us
+    shown = used.as_dict()
+    assert shown["approved_by"] == "operator:alice" and shown["approved_at"]
     with pytest.raises(ApprovalError, match="already used"):
         store.decide(approval.approval_id, "approved", by="operator:alice")
 

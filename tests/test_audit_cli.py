@@ -155,13 +155,13 @@ def test_verify_finds_the_log_a_state_dir_names_and_refuses_to_verify_nothing(
     shutil.move(layout.state_dir, moved)
     missing = pyhall("audit", "verify", "--hall", str(layout.root), "--json")
     assert missing.returncode == 1
-    assert f"no audit log at {layout.audit_db}" in missing.stderr
+    assert f"the audit log {layout.audit_db} does not exist" in missing.stderr
     assert json.loads(missing.stdout)["ok"] is False
     found = pyhall("audit", "verify", "--hall", str(layout.root), "--state-dir", str(moved))
     assert found.returncode == 0, found.stderr
     assert "audit log OK: 30 receipts" in found.stdout
     export = pyhall("audit", "export", "--dsse", "--hall", str(layout.root), "--json")
-    assert export.returncode == 1 and f"no audit log at {layout.audit_db}" in export.stderr
+    assert export.returncode == 1 and f"{layout.audit_db} does not exist" in export.stderr
 
 
 def test_verify_says_what_it_trusted_and_checks_copies_kept_elsewhere(hall, tmp_path: Path) -> None:
@@ -177,6 +177,7 @@ def test_verify_says_what_it_trusted_and_checks_copies_kept_elsewhere(hall, tmp_
     clean = pyhall("audit", "verify", "--hall", str(layout.root), *outside)
     assert clean.returncode == 0, clean.stderr
     assert "note:" not in clean.stdout
+    assert f"trusted keys: {keyring}; checkpoints: {layout.checkpoints}, {kept}" in clean.stdout
 
     conn = sqlite3.connect(layout.audit_db, isolation_level=None)
     conn.execute("DELETE FROM receipts WHERE seq > 15")
@@ -189,6 +190,16 @@ def test_verify_says_what_it_trusted_and_checks_copies_kept_elsewhere(hall, tmp_
     assert details["first_error"]["seq"] == 16 and details["checkpoints"][-1] == str(kept)
     missing = pyhall("audit", "verify", "--hall", str(layout.root), "--checkpoints", "nope")
     assert missing.returncode == 2 and "no such file" in missing.stderr
+
+
+def test_verify_never_says_ok_about_an_empty_log(hall) -> None:
+    layout, _ = hall
+    conn = sqlite3.connect(layout.audit_db, isolation_level=None)
+    conn.execute("DELETE FROM receipts")
+    conn.close()
+    layout.checkpoints.unlink()
+    result = pyhall("audit", "verify", "--hall", str(layout.root))
+    assert result.returncode == 1 and "holds no receipts" in result.stderr
 
 
 def test_verify_lists_key_rotations(hall) -> None:

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 PYHALL = [sys.executable, "-m", "pyhall_mcp.cli"]
 
@@ -428,6 +429,44 @@ def test_scaffold_then_enroll(hall: Path, tmp_path: Path) -> None:
     assert pyhall("enroll", str(source), "--hall", str(hall), "--replace").returncode == 0
     bad = pyhall("scaffold", "Bad Name", "--capability", "cap.a.b")
     assert bad.returncode == 2
+
+
+def test_a_scaffolded_worker_can_be_signed_by_the_halls_own_key(hall: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "copy"
+    shutil.copytree(hall, copy)
+    made = pyhall("scaffold", "weather", "--capability", "cap.weather.get", "--hall", str(copy))
+    assert made.returncode == 0, made.stderr
+    record = yaml.safe_load((copy / "workers" / "weather" / "worker.yaml").read_text())
+    assert record["worker_id"] == "org.demo.weather"  # the namespace init's key may sign
+    key = copy / ".pyhall" / "keys" / "attestation.key"
+    signed = pyhall("attest", "sign", str(copy / "workers" / "weather"), "--key", str(key))
+    assert signed.returncode == 0, signed.stderr
+    checked = as_json(pyhall("validate", "--hall", str(copy), "--json"))
+    about = [p for p in checked["problems"] if "weather" in (p["file"] or "")]
+    assert about == [], about  # (other tests enroll unsigned workers into this hall)
+    # Without a hall named, scaffold would write into the package's own demo hall.
+    bundled = pyhall("scaffold", "weather", "--capability", "cap.weather.get")
+    assert bundled.returncode == 2 and "--hall DIR" in bundled.stderr
+
+
+def test_a_held_call_tells_the_operator_a_command_that_finds_it(hall: Path, tmp_path: Path) -> None:
+    copy, state = tmp_path / "copy", tmp_path / "state"
+    shutil.copytree(hall, copy, ignore=shutil.ignore_patterns(".pyhall"))
+    held = pyhall(
+        "call", "delete_file", "--args", '{"path": "scratch/old-draft.txt"}', "--hall", str(copy),
+        env={"PYHALL_STATE_DIR": str(state)},
+    )  # fmt: skip
+    assert held.returncode == 1 and held.stdout.startswith("HELD DENY_REQUIRES_HUMAN")
+    line = next(x for x in held.stderr.splitlines() if "held for approval" in x)
+    command = line.split("decide with `", 1)[1].rstrip("`")
+    assert f"--hall {copy}" in command and f"--state-dir {state}" in command
+    approve = command.replace("show|approve|deny", "approve").split()[1:]
+    decided = subprocess.run(
+        [*PYHALL, *approve], capture_output=True, text=True, timeout=60, cwd="/"
+    )
+    assert decided.returncode == 0, decided.stderr
+    nowhere = pyhall("approvals", "show", approve[2], "--hall", str(copy))
+    assert nowhere.returncode == 1 and str(copy / ".pyhall" / "approvals.db") in nowhere.stderr
 
 
 def test_scaffold_refuses_a_namespace_that_makes_a_bad_worker_id(hall: Path) -> None:

@@ -10,13 +10,17 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import yaml
 
+from pyhall_mcp.cli.validate import check_hall
+from pyhall_mcp.credentials import issue_credential
 from pyhall_mcp.errors import ConfigError
 from pyhall_mcp.hall import Hall
+from pyhall_mcp.signing import Keyring, SigningKey
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -229,3 +233,42 @@ def test_variables_a_worker_is_given_are_not_called_unknown(hall: Path) -> None:
     record.write_text(yaml.safe_dump(document))
     result = check(hall, PYHALL_HASHER_MODE="fast", PYHALL_REQUIRE_WORKER_ATTESTATION="false")
     assert "PYHALL_HASHER_MODE" not in result.stderr, result.stderr
+
+
+def test_check_and_validate_refuse_what_serving_refuses(hall: Path) -> None:
+    result = check(hall, PYHALL_OTEL="bogus")
+    assert result.returncode == 3 and "unknown tracing mode 'bogus'" in result.stderr
+    state = hall / ".pyhall"
+    state.mkdir()
+    (state / "audit.db").write_bytes(b"not a database" * 100)
+    problems = check_hall(hall)
+    [damaged] = [p for p in problems if p.file == str(state / "audit.db")]
+    assert damaged.severity == "error" and "restore it from a backup" in (damaged.fix or "")
+    assert "move it aside" in refused(hall)
+
+
+@pytest.mark.parametrize(
+    ("credential", "why"),
+    [(None, "no tenant credential"), ("stranger", "tenant"), ("expired", "expired")],
+)
+def test_check_reports_a_tenant_credential_every_call_would_refuse(
+    hall: Path, credential: str | None, why: str
+) -> None:
+    issuer = SigningKey.generate()
+    trusted = hall / "keys" / "trusted.yaml"
+    ring = Keyring.load(trusted)
+    ring.add(issuer.trusted(["credentials"]))
+    ring.save(trusted)
+    env = {"PYHALL_REQUIRE_CREDENTIAL": "true"}
+    if credential == "stranger":
+        env["PYHALL_TENANT_CREDENTIAL"] = issue_credential(issuer, "intruder", ttl_seconds=600)
+    elif credential == "expired":
+        env["PYHALL_TENANT_CREDENTIAL"] = issue_credential(
+            issuer, "demo-agent", ttl_seconds=60, now=int(time.time()) - 3600
+        )
+    result = check(hall, **env)
+    assert result.returncode == 1, result.stderr
+    assert "the tenant credential is refused" in result.stderr and why in result.stderr
+    good = issue_credential(issuer, "demo-agent", ttl_seconds=600)
+    ok = check(hall, PYHALL_REQUIRE_CREDENTIAL="true", PYHALL_TENANT_CREDENTIAL=good)
+    assert ok.returncode == 0, ok.stderr

@@ -96,6 +96,14 @@ def _store(args: argparse.Namespace, *, create: bool, writes: bool = False) -> A
         return ApprovalStore.open(layout.approvals_db)
 
 
+def _not_found(args: argparse.Namespace, approval_id: str) -> CommandFailed:
+    # Name the store searched: a wrong --hall or --state-dir is the usual cause.
+    where = hall_layout(args).approvals_db
+    return CommandFailed(
+        f"no approval {approval_id!r} in {where} (check --hall and --state-dir)", EXIT_NO
+    )
+
+
 def _check_id(approval_id: str) -> str:
     from ..approvals import check_id
     from ..errors import ApprovalError
@@ -163,7 +171,8 @@ def run_list(args: argparse.Namespace) -> int:
                 items = [i for i in items if i["status"] in ("pending", "approved")]
         finally:
             store.close()
-    text = "\n\n".join(_render(i) for i in items) if items else "No held calls waiting."
+    where = hall_layout(args).approvals_db
+    text = "\n\n".join(_render(i) for i in items) if items else f"No held calls waiting ({where})."
     emit(args, {"ok": True, "count": len(items), "approvals": items}, text)
     return EXIT_OK
 
@@ -179,7 +188,7 @@ def run_show(args: argparse.Namespace) -> int:
         finally:
             store.close()
     if approval is None:
-        raise CommandFailed(f"no approval {approval_id!r} in this hall", EXIT_NO)
+        raise _not_found(args, approval_id)
     item = approval.as_dict(now, full=args.full)
     emit(args, {"ok": True, "approval": item}, _render(item))
     return EXIT_OK
@@ -200,7 +209,7 @@ def run_decide(args: argparse.Namespace) -> int:
     approval_id = _check_id(args.approval_id)
     store = _store(args, create=False, writes=True)
     if store is None:
-        raise CommandFailed(f"no approval {approval_id!r} in this hall", EXIT_NO)
+        raise _not_found(args, approval_id)
     try:
         try:
             approval = store.decide(

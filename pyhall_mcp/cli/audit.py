@@ -129,8 +129,9 @@ def _open_store(layout: HallLayout) -> SQLiteReceiptStore | None:
 
 def _no_log(layout: HallLayout, doing: str, details: dict[str, Any] | None = None) -> CommandFailed:
     # Success about nothing would hide a wrong --hall or --state-dir, or a deleted log.
+    what = "holds no receipts" if layout.audit_db.exists() else "does not exist"
     return CommandFailed(
-        f"no audit log at {layout.audit_db}: nothing to {doing} (check --hall and "
+        f"the audit log {layout.audit_db} {what}: nothing to {doing} (check --hall and "
         "--state-dir or PYHALL_STATE_DIR; a hall that never served a call has none yet)",
         EXIT_NO,
         details=details,
@@ -172,8 +173,8 @@ def run_verify(args: argparse.Namespace) -> int:
         "keyring": str(args.keyring or layout.receipt_keyring),
         "checkpoints": [str(layout.checkpoints), *([str(anchors)] if anchors else [])],
     }
-    if report.ok and not layout.audit_db.exists():
-        raise _no_log(layout, "verify", data)
+    if report.ok and report.count == 0:  # no log, or one emptied: never "OK" about nothing
+        raise _no_log(layout, "verify", data | {"ok": False})
     if not report.ok:
         error = report.first_error or {}
         where = f"receipt seq {error.get('seq')}" if error.get("seq") is not None else "log"
@@ -200,6 +201,7 @@ def run_verify(args: argparse.Namespace) -> int:
             f"signing key rotated: {' -> '.join(report.key_ids)} (check each rotation was yours)"
         )
     lines.extend(f"warning: {warning}" for warning in report.warnings)
+    lines.append(f"trusted keys: {data['keyring']}; checkpoints: {', '.join(data['checkpoints'])}")
     if not args.keyring or not anchors:
         # What this verdict rests on: an attacker who can write the state directory can
         # change its keyring and cut the log together with its checkpoints.

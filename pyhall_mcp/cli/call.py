@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
-import sys
 from typing import Any
 
 from ._common import EXIT_NO, CommandFailed, add_hall_arg, add_json_arg, emit, hall_dir
@@ -111,11 +109,9 @@ async def _call(args: argparse.Namespace, arguments: dict[str, Any], meta: dict[
             emit(args, payload, f"DRY RUN: {text}")  # the answer is yes; nothing ran
             return 0
         code = summary.get("deny_code")
-        emit(args, payload, f"{'DENIED ' + code if code else 'ERROR'}: {text}")
-        approval = summary.get("pending_approval_id")
-        if approval and not args.json:  # the operator's next step, for this very hall
-            hall = f" --hall {shlex.quote(str(hall_dir(args)))}" if args.hall else ""
-            sys.stderr.write(f"to approve it: pyhall approvals approve {approval}{hall}\n")
+        # A held call: the gateway has told the operator (stderr) how to decide it.
+        verdict = "HELD" if summary.get("pending_approval_id") else "DENIED"
+        emit(args, payload, f"{verdict + ' ' + code if code else 'ERROR'}: {text}")
         return EXIT_NO
     emit(args, payload, json.dumps(result.structured_content, indent=2))
     return 0

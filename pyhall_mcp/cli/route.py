@@ -77,6 +77,8 @@ def run(args: argparse.Namespace) -> int:
         ) from None
     decision = hall.decide(inp)
     data = decision.model_dump(mode="json")
+    if data.get("pending_approval_id"):
+        data["approval_created"] = False  # route only decides; a served call is what waits
     emit(args, data, _describe(data))
     return EXIT_NO if decision.denied else 0
 
@@ -105,7 +107,7 @@ def _describe(d: dict[str, Any]) -> str:
         )
     if d.get("pending_approval_id"):
         lines.append(
-            f"  held for        {d['supervisor_level']} approval "
-            f"{d['pending_approval_id']} until {d['approval_expires_at']}"
+            f"  would be held   for {d['supervisor_level']} approval (route only decides: no "
+            "approval is created; a call through the gateway, e.g. `pyhall call`, makes one)"
         )
     return "\n".join(lines)

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import re
 from pathlib import Path
 
 import yaml
 
+from ..errors import ConfigError
+from ..layout import bundled_demo_hall
 from ..registry import is_worker_id
 from ._common import EXIT_USAGE, CommandFailed, add_hall_arg, add_json_arg, emit, hall_dir
 
@@ -73,7 +76,11 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("name", help="directory and tool name, e.g. shouter")
     parser.add_argument("--capability", required=True, metavar="CAP", help="e.g. cap.text.shout")
     parser.add_argument("--runner", choices=["python", "subprocess"], default="python")
-    parser.add_argument("--namespace", default="org.example", help="worker id namespace")
+    parser.add_argument(
+        "--namespace",
+        help="worker id namespace (default: the one the hall's attestation key may sign, "
+        "else org.example)",
+    )
     parser.add_argument(
         "--out", metavar="DIR", help="parent directory (default: the hall's workers/)"
     )
@@ -82,7 +89,32 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
+def _signable_namespace(hall: Path) -> str:
+    """The namespace a key the hall trusts for attestation may sign (the first, sorted), so
+    that a scaffolded worker can be signed as it is; ``org.example`` when there is none."""
+    from ..layout import HallLayout
+    from ..signing import Keyring
+
+    with contextlib.suppress(ConfigError):  # `pyhall validate` reports a bad keyring
+        ring = Keyring.load(HallLayout.for_hall(hall).trusted_keys)
+        names = sorted(n for key in ring if "attestation" in key.purposes for n in key.namespaces)
+        if names:
+            return names[0]
+    return "org.example"
+
+
 def run(args: argparse.Namespace) -> int:
+    hall = hall_dir(args)
+    if not args.out and hall.resolve() == bundled_demo_hall().resolve():
+        # The bundled hall is the package's own (its key discarded): nothing there can
+        # sign the new worker, and a checkout would gain an untracked directory.
+        raise CommandFailed(
+            "name the hall to scaffold into: --hall DIR (or PYHALL_HALL); `pyhall init DIR` "
+            "makes one, with a key that can sign the new worker",
+            EXIT_USAGE,
+        )
+    if args.namespace is None:
+        args.namespace = _signable_namespace(hall)
     if not _NAME.match(args.name):
         raise CommandFailed("NAME must be lowercase letters, digits and '-'", EXIT_USAGE)
     if not _CAP.match(args.capability):
@@ -93,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
             "two to four dot-separated parts of lowercase letters, digits and '-'",
             EXIT_USAGE,
         )
-    parent = Path(args.out) if args.out else hall_dir(args) / "workers"
+    parent = Path(args.out) if args.out else hall / "workers"
     target = parent / args.name
     if target.exists():
         raise CommandFailed(f"{target} already exists; pick another name", EXIT_USAGE)

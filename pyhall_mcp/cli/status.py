@@ -96,11 +96,12 @@ def _audit(hall: Any) -> dict[str, Any]:
 
 def _pending(hall: Any) -> list[dict[str, Any]]:
     """Held calls still waiting for (or holding) a person's decision."""
-    from ..approvals import ApprovalStore
+    from ..approvals import ApprovalStore, store_errors_as_config
 
     if not hall.layout.approvals_db.exists():
         return []
-    store = ApprovalStore.open(hall.layout.approvals_db)
+    with store_errors_as_config(hall.layout.approvals_db):
+        store = ApprovalStore.open(hall.layout.approvals_db)
     try:
         now = store.now_us()
         return [

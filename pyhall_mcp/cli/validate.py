@@ -161,7 +161,7 @@ def _check_hall(root: Path) -> list[Problem]:
     problems += [
         Problem("warning", None, None, w) for w in settings_warnings(settings, registry.records)
     ]
-    problems.extend(_check_approvals(layout))
+    problems.extend(_check_state(layout, settings))
     with contextlib.suppress(ConfigError):  # an unreadable keyring is reported just above
         trusted = Keyring.load(layout.trusted_keys)
         problems.extend(Problem.of(p) for p in readiness_problems(layout, settings, trusted))
@@ -227,16 +227,19 @@ def _check_keys(layout: Any) -> list[Problem]:
     return problems
 
 
-def _check_approvals(layout: Any) -> list[Problem]:
-    """The approvals store refuses the gateway's start when damaged: say so here too."""
-    from ..approvals import ApprovalStore, store_errors_as_config
+def _check_state(layout: Any, settings: Any) -> list[Problem]:
+    """What would refuse the gateway's start (the state directory's stores and keys, the
+    tracing mode): said here too."""
+    from ..hall import check_state
+    from ..otel import configure_tracing
 
-    try:
-        with store_errors_as_config(layout.approvals_db):
-            ApprovalStore.check(layout.approvals_db)
-    except ConfigError as exc:
-        return [Problem.of(exc)]
-    return []
+    problems = []
+    for check in (lambda: check_state(layout, settings), lambda: configure_tracing(install=False)):
+        try:
+            check()
+        except PyhallError as exc:
+            problems.append(Problem.of(exc))
+    return problems
 
 
 def _check_attestation(layout: Any, registry: Any, required: bool) -> list[Problem]:
@@ -263,13 +266,20 @@ def _check_attestation(layout: Any, registry: Any, required: bool) -> list[Probl
                 record=record.model_dump(exclude_none=True),
             )
         except AttestationError as exc:
+            fix = (
+                f"sign it with a key trusted for {record.worker_id.rsplit('.', 1)[0]}: add that "
+                "namespace to a key's `namespaces` in keys/trusted.yaml, or re-scaffold the "
+                "worker under a namespace the hall's key may sign"
+                if exc.code == "ATTEST_NAMESPACE_INVALID"
+                else "sign it: pyhall attest sign-all --hall DIR --key KEY (or --new-key)"
+            )
             problems.append(
                 Problem(
                     "error" if required else "warning",
                     registry.source_of(record.worker_id),
                     "attestation",
                     f"{exc.code}: {exc.message}",
-                    "sign it: pyhall attest sign-all --hall DIR --key KEY (or --new-key)",
+                    fix,
                 )
             )
     return problems
