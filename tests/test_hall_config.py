@@ -38,11 +38,11 @@ def hall(tmp_path: Path) -> Path:
     return target
 
 
-def check(hall: Path, **env: str) -> subprocess.CompletedProcess[str]:
+def check(hall: Path, *flags: str, **env: str) -> subprocess.CompletedProcess[str]:
     """``pyhall-mcp --check``: 0 clean, 1 problems, 3 refusing to start."""
     environ = {k: v for k, v in os.environ.items() if not k.startswith("PYHALL_")} | env
     result = subprocess.run(
-        [sys.executable, "-m", "pyhall_mcp.gateway", "--hall", str(hall), "--check"],
+        [sys.executable, "-m", "pyhall_mcp.gateway", "--hall", str(hall), "--check", *flags],
         capture_output=True,
         text=True,
         timeout=60,
@@ -170,24 +170,14 @@ def test_check_reports_shadowed_rules_and_answers_json(hall: Path) -> None:
     decision = copy.deepcopy(document["rules"][0]["decision"])
     catch_all = {"rule_id": "rr.catch-all", "match": {}, "decision": decision}
     rules.write_text(yaml.safe_dump({"rules": [catch_all, *document["rules"]]}))
-    result = subprocess.run(
-        [sys.executable, "-m", "pyhall_mcp.gateway", "--hall", str(hall), "--check", "--json"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = check(hall, "--json")
     assert result.returncode == 1, result.stderr
     summary = json.loads(result.stdout)
     assert summary["ok"] is False and len(summary["tools"]) == 5
     assert any("shadowed rule: rule 'rr.catch-all'" in p for p in summary["problems"])
 
     (hall / "hall.yaml").write_text("")
-    refused = subprocess.run(
-        [sys.executable, "-m", "pyhall_mcp.gateway", "--hall", str(hall), "--check", "--json"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    refused = check(hall, "--json")
     assert refused.returncode == 3
     assert json.loads(refused.stdout)["refused"]["message"] == "hall.yaml is empty"
 
@@ -215,12 +205,7 @@ def test_check_json_answers_every_refusal(hall: Path) -> None:
     state = hall / ".pyhall"
     state.mkdir()
     (state / "audit.db").write_bytes(b"not a database" * 100)
-    result = subprocess.run(
-        [sys.executable, "-m", "pyhall_mcp.gateway", "--hall", str(hall), "--check", "--json"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = check(hall, "--json")
     assert result.returncode == 3
     assert json.loads(result.stdout)["ok"] is False
 
