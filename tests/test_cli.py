@@ -294,6 +294,13 @@ def test_validate_fixtures_and_goldens(tmp_path: Path) -> None:
     failing = pyhall("validate", str(rules), str(tests), "--json")
     assert failing.returncode == 1
     assert not as_json(failing)["results"][0]["ok"]
+    # A wrong expectation of an allowed call, and of a denied one: the denial says why.
+    tests.write_text(tests.read_text().replace("DENY_NO_MATCHING_RULE", "DENY_SOMETHING_ELSE"))
+    goldens = (tmp_path / "tests.goldens.json").read_text()
+    kept = pyhall("validate", str(rules), str(tests), "--update-goldens")
+    assert kept.returncode == 1 and "goldens NOT written" in kept.stdout
+    assert "denied DENY_NO_MATCHING_RULE: " in kept.stdout
+    assert (tmp_path / "tests.goldens.json").read_text() == goldens
 
 
 def test_fixture_files_that_would_check_nothing_are_refused(tmp_path: Path) -> None:
@@ -388,6 +395,17 @@ def test_status_json(hall: Path) -> None:
     assert data["policy_version"].startswith("sha256:")
     assert "receipts" in data["audit"]
     assert (data["audit"]["enabled"], data["audit"]["durability"]) == (True, "fsync")
+    assert all(w["available"] for w in workers.values())
+
+
+def test_status_does_not_call_a_tampered_worker_available(hall: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "copy"
+    shutil.copytree(hall, copy, ignore=shutil.ignore_patterns(".pyhall"))
+    code = copy / "workers" / "greeter" / "greeter.py"
+    code.write_text(code.read_text() + "\n# tampered\n")
+    data = as_json(pyhall("status", "--hall", str(copy), "--json"))
+    greeter = next(w for w in data["workers"] if w["tool"] == "greet")
+    assert greeter["attestation"].startswith("FAILED") and greeter["available"] is False
 
 
 def test_conformance_full_then_lowered_with_reason(hall: Path) -> None:

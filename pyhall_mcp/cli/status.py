@@ -48,8 +48,10 @@ def status(hall: Any) -> dict[str, Any]:
                 "capabilities": list(record.capabilities),
                 "controls": sorted(record.controls),
                 "environments": list(record.allowed_environments),
+                # Callable now: served, allowed in this env, and not denied by attestation.
                 "available": record.worker_id in served
-                and hall.settings.env in record.allowed_environments,
+                and hall.settings.env in record.allowed_environments
+                and record.worker_id not in hall.attestation_failures,
                 "attestation": attestation,
             }
         )

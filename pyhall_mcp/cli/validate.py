@@ -306,6 +306,7 @@ def _run_fixtures(args: argparse.Namespace) -> int:
         where = ".".join(str(p) for p in exc.errors()[0]["loc"])
         message, location = exc.errors()[0]["msg"], f"hall_config.{where}"
         raise ConfigError(message, file=args.tests, location=location) from None
+    updating = args.update_goldens
     goldens_path = Path(args.goldens or Path(args.tests).with_suffix(".goldens.json"))
     goldens = _load_goldens(goldens_path) if goldens_path.exists() else {}
     results, snapshots = [], {}
@@ -324,14 +325,17 @@ def _run_fixtures(args: argparse.Namespace) -> int:
             for key, want in (case.get("expect") or {}).items()
             if _field(dumped, key) != want
         ]
+        if failures and decision.denied:  # why it was denied says what to fix
+            failures.append(f"denied {decision.deny_code}: {decision.deny_message}")
         snapshot = _masked(dumped)
         snapshots[test_id] = snapshot
-        if not args.update_goldens and test_id in goldens and goldens[test_id] != snapshot:
+        if not updating and test_id in goldens and goldens[test_id] != snapshot:
             failures.append("differs from its golden snapshot")
         results.append({"test_id": test_id, "ok": not failures, "failures": failures})
-    if args.update_goldens:
-        goldens_path.write_text(json.dumps(snapshots, indent=2, sort_keys=True) + "\n")
     failed = [r for r in results if not r["ok"]]
+    written = updating and not failed  # a golden records a checked decision, not a failing one
+    if written:
+        goldens_path.write_text(json.dumps(snapshots, indent=2, sort_keys=True) + "\n")
     lines = [
         f"{'PASS' if r['ok'] else 'FAIL'} {r['test_id']}"
         + "".join(f"\n     {f}" for f in r["failures"])
@@ -339,7 +343,8 @@ def _run_fixtures(args: argparse.Namespace) -> int:
     ]
     lines.append(
         f"{len(results) - len(failed)} passed, {len(failed)} failed"
-        + (f"; goldens written to {goldens_path}" if args.update_goldens else "")
+        + (f"; goldens written to {goldens_path}" if written else "")
+        + ("; goldens NOT written: fix the failures first" if updating and failed else "")
     )
     emit(args, {"ok": not failed, "results": results}, "\n".join(lines))
     return EXIT_NO if failed else 0
