@@ -13,9 +13,10 @@ unguessable ``pending_approval_id``. This module makes that hold real:
   (``.pyhall/approvals.db``, WAL, ``synchronous=FULL``) beside the receipts.
   Every state change is one conditional ``UPDATE``, so the gateway and the
   ``pyhall approvals`` command can use the file at the same time, and an
-  approval runs a call at most once (``approved`` -> ``executed``). It holds
-  the exact arguments (the file is private, 0600, like the signing key) for
-  ``pyhall approvals show ID --full``, and a *summary* for people to read:
+  approval runs a call at most once (``approved`` -> ``executed``). While a
+  call waits on a decision it holds its exact arguments (the file is private,
+  0600, like the signing key) for ``pyhall approvals show ID --full``, erased
+  once the approval ends; and a *summary* for people to read:
   clipping said in place, path arguments normalised and resolved, exact
   secret names redacted, and a flag when it shows less than the arguments.
   Receipts carry only the arguments' digest.
@@ -332,7 +333,8 @@ class Approval:
     note: str | None = None
     used_at_us: int | None = None
     receipted_status: str | None = None
-    #: The exact arguments (the store is private, 0600): what ``show --full`` prints.
+    #: The exact arguments (the store is private, 0600): what ``show --full`` prints,
+    #: kept while the call waits on a decision and erased once it ends (no hoard of secrets).
     arguments: dict[str, Any] | None = None
     #: The summary shows less than the arguments (clipped, redacted or keys left out).
     summary_lossy: bool = False
@@ -584,13 +586,13 @@ class ApprovalStore:
         note = _clean(note, _MAX_NOTE) if note else None
         if status == "expired":
             changed = self._write(
-                "UPDATE approvals SET status = 'expired' "
+                "UPDATE approvals SET status = 'expired', arguments = NULL "
                 "WHERE approval_id = ? AND status IN ('pending', 'approved')",
                 (approval_id,),
             )
         elif status == "denied":
             changed = self._write(
-                "UPDATE approvals SET status = 'denied', "
+                "UPDATE approvals SET status = 'denied', arguments = NULL, "
                 "approved_by = CASE WHEN status = 'approved' THEN decided_by ELSE NULL END, "
                 "approved_at_us = CASE WHEN status = 'approved' THEN decided_at_us ELSE NULL END, "
                 "decided_at_us = ?, decided_by = ?, note = ? "
@@ -599,9 +601,10 @@ class ApprovalStore:
             )
         else:
             changed = self._write(
-                "UPDATE approvals SET status = ?, decided_at_us = ?, decided_by = ?, note = ? "
+                "UPDATE approvals SET status = ?, decided_at_us = ?, decided_by = ?, note = ?, "
+                "arguments = CASE WHEN ? = 'approved' THEN arguments END "
                 "WHERE approval_id = ? AND status = 'pending' AND expires_at_us > ?",
-                (status, now, _clean(by, 120), note, approval_id, now),
+                (status, now, _clean(by, 120), note, status, approval_id, now),
             )
         current = self.get(approval_id)
         if not changed:
@@ -614,7 +617,7 @@ class ApprovalStore:
         now = self.now_us()
         return (
             self._write(
-                "UPDATE approvals SET status = 'executed', used_at_us = ? "
+                "UPDATE approvals SET status = 'executed', used_at_us = ?, arguments = NULL "
                 "WHERE approval_id = ? AND binding = ? AND status = 'approved' "
                 "AND expires_at_us > ?",
                 (now, approval_id, binding, now),
@@ -631,7 +634,7 @@ class ApprovalStore:
     def expire_due(self) -> int:
         """Expire pending and unused approvals past their time (their last step receipted)."""
         return self._write(
-            "UPDATE approvals SET status = 'expired' "
+            "UPDATE approvals SET status = 'expired', arguments = NULL "
             "WHERE status IN ('pending', 'approved') AND expires_at_us <= ? "
             "AND receipted_status = status",
             (self.now_us(),),

@@ -300,10 +300,11 @@ def test_a_store_written_before_gains_the_new_columns(tmp_path: Path, clock: Clo
 
 
 def test_approve_then_consume_exactly_once(store: ApprovalStore, clock: Clock) -> None:
-    approval = _approval(clock)
+    approval = _approval(clock, arguments={"path": "notes/a.txt"})
     store.add(approval)
     assert not store.consume(approval.approval_id, approval.binding), "pending is not approved"
     decided = store.decide(approval.approval_id, "approved", by="operator:alice", note="ok")
+    assert decided.arguments == {"path": "notes/a.txt"}  # still there to be looked at
     assert (decided.status, decided.decided_by, decided.note) == (
         "approved",
         "operator:alice",
@@ -316,8 +317,20 @@ def test_approve_then_consume_exactly_once(store: ApprovalStore, clock: Clock) -
     assert used is not None and used.status == "executed" and used.used_at_us
     shown = used.as_dict()
     assert shown["approved_by"] == "operator:alice" and shown["approved_at"]
+    assert used.arguments is None  # kept for the decision, erased once it ran
     with pytest.raises(ApprovalError, match="already used"):
         store.decide(approval.approval_id, "approved", by="operator:alice")
+
+
+@pytest.mark.parametrize("end", ["denied", "cancelled", "expired"])
+def test_the_exact_arguments_are_kept_only_while_a_decision_waits(
+    store: ApprovalStore, clock: Clock, end: str
+) -> None:
+    approval = _approval(clock, arguments={"path": "notes/a.txt"})
+    store.add(approval)
+    assert store.get(approval.approval_id).arguments == {"path": "notes/a.txt"}
+    store.decide(approval.approval_id, end, by="operator:alice")
+    assert store.get(approval.approval_id).arguments is None
 
 
 def test_decisions_are_final_and_checked(store: ApprovalStore, clock: Clock) -> None:
