@@ -387,8 +387,9 @@ class Approval:
             "approved_at": iso(self.approved_at_us or (self.decided_at_us if approved else None)),
             "binding": self.binding,
         }
-        if full:
-            data["arguments"] = self.arguments
+        if full:  # only while a decision waits: an ended approval's are erased, or due to be
+            waiting = data["status"] in ("pending", "approved")
+            data["arguments"] = self.arguments if waiting else None
         if now_us is not None:
             data["expires_in_s"] = max(0, (self.expires_at_us - now_us) // 1_000_000)
         return data

@@ -638,8 +638,8 @@ def _report_check(hall: Hall, *, as_json: bool = False) -> int:
     """``--check``: 0 when every enrolled worker would be served and callable, else 1
     (the gateway would still start, serving the rest; CI should hear about it)."""
     where = (
-        f"hall {hall.layout.root}: {len(hall.served)} tools, env {hall.settings.env}, "
-        f"tenant {hall.settings.tenant_id}"
+        f"hall {hall.layout.root} (state {hall.layout.state_dir}): {len(hall.served)} tools, "
+        f"env {hall.settings.env}, tenant {hall.settings.tenant_id}"
     )
     issues = [f"quarantined: {problem}" for problem in hall.problems]
     issues += [f"{hall.rules.source}: shadowed rule: {s['reason']}" for s in hall.rules.shadowed]
@@ -655,6 +655,7 @@ def _report_check(hall: Hall, *, as_json: bool = False) -> int:
         summary = {
             "ok": not issues,
             "hall": str(hall.layout.root),
+            "state_dir": str(hall.layout.state_dir),
             "env": hall.settings.env,
             "tenant_id": hall.settings.tenant_id,
             "tools": sorted(hall.served),

@@ -78,12 +78,20 @@ class HallLayout:
     @classmethod
     def for_hall(cls, root: str | Path, state_dir: str | Path | None = None) -> HallLayout:
         root = Path(root).expanduser().resolve()
-        if state_dir is not None:
+        if state_dir is not None:  # typed in a shell: relative to where it runs
             source = "--state-dir"
             state = _named_path(str(state_dir), source)
         else:
             source = "PYHALL_STATE_DIR"
             state = _named_path(os.environ.get(source), source)
+            if state is not None and not state.is_absolute():
+                # Set in an MCP client's config, it would count from a directory nobody
+                # chose, and quietly start a second log, keys and approvals there.
+                raise ConfigError(
+                    f"must be an absolute path, not {str(state)!r}",
+                    location=source,
+                    fix="give the state directory's full path",
+                )
         if state is None:
             source = "the state directory (default .pyhall in the hall)"
             if root == _PACKAGED_DEMO.resolve():
@@ -92,9 +100,8 @@ class HallLayout:
                 state = Path(base) / "pyhall-mcp" / "demo-hall"
             else:
                 state = root / ".pyhall"
-        # A state directory named on the command line or in the environment is a path
-        # like --hall: relative to where the command runs, not inside the hall (where its
-        # signing key could be committed with the hall).
+        # A relative --state-dir counts from the current directory like --hall does, not
+        # from inside the hall (where its signing key could be committed with the hall).
         return cls(root=root, state_dir=state.expanduser().absolute(), state_source=source)
 
     def check(self, *, writes: bool = True) -> None:

@@ -333,6 +333,16 @@ def test_the_exact_arguments_are_kept_only_while_a_decision_waits(
     assert store.get(approval.approval_id).arguments is None
 
 
+def test_an_approval_past_its_time_shows_no_arguments_before_any_sweep(
+    store: ApprovalStore, clock: Clock
+) -> None:
+    approval = _approval(clock, arguments={"path": "notes/a.txt"}, ttl_s=60)
+    store.add(approval)
+    later = int((clock.now + 120) * 1e6)
+    shown = store.get(approval.approval_id).as_dict(later, full=True)
+    assert shown["status"] == "expired" and shown["arguments"] is None
+
+
 def test_decisions_are_final_and_checked(store: ApprovalStore, clock: Clock) -> None:
     approval = _approval(clock)
     store.add(approval)

@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from pyhall_mcp.signing import Keyring, SigningKey
+
 PYHALL = [sys.executable, "-m", "pyhall_mcp.cli"]
 
 
@@ -181,6 +183,27 @@ def test_validate_reports_each_problem_with_file_and_fix(hall: Path, tmp_path: P
     assert "unknown match key(s): capabilty_id" in messages
     assert "ATTEST_HASH_MISMATCH" in messages
     assert all(p["file"] for p in problems if p["severity"] == "error")
+
+
+def test_a_state_directory_from_the_environment_must_be_absolute(
+    hall: Path, tmp_path: Path
+) -> None:
+    result = pyhall("status", "--hall", str(hall), env={"PYHALL_STATE_DIR": "state"})
+    assert result.returncode == 3 and "PYHALL_STATE_DIR: must be an absolute path" in (
+        result.stderr
+    )
+    # A relative --state-dir counts from where the command runs, like --hall.
+    (tmp_path / "here").mkdir()
+    here = subprocess.run(
+        [*PYHALL, "status", "--hall", str(hall), "--state-dir", "st", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path / "here",
+        env={k: v for k, v in os.environ.items() if not k.startswith("PYHALL_")},
+    )
+    assert here.returncode == 0, here.stderr
+    assert not (hall / "st").exists()
 
 
 def test_validate_reports_a_missing_workspace(hall: Path, tmp_path: Path) -> None:
@@ -452,6 +475,11 @@ def test_scaffold_then_enroll(hall: Path, tmp_path: Path) -> None:
 def test_a_scaffolded_worker_can_be_signed_by_the_halls_own_key(hall: Path, tmp_path: Path) -> None:
     copy = tmp_path / "copy"
     shutil.copytree(hall, copy)
+    # A vendor's key the hall also trusts (sorting first) is not the hall's own key.
+    trusted = copy / "keys" / "trusted.yaml"
+    ring = Keyring.load(trusted)
+    ring.add(SigningKey.generate().trusted(["attestation"], namespaces=["org.acme"]))
+    ring.save(trusted)
     made = pyhall("scaffold", "weather", "--capability", "cap.weather.get", "--hall", str(copy))
     assert made.returncode == 0, made.stderr
     record = yaml.safe_load((copy / "workers" / "weather" / "worker.yaml").read_text())
@@ -612,6 +640,13 @@ def test_unexpected_failures_are_reported_without_a_traceback(hall: Path) -> Non
     assert closed.returncode == 4
     assert closed.stderr.splitlines()[-1].startswith("pyhall: error: internal error")
     assert "Traceback" not in closed.stderr
+
+
+def test_the_demo_keeps_its_receipts_out_of_the_operators_state(hall: Path, tmp_path: Path) -> None:
+    state = tmp_path / "operators-state"
+    result = pyhall("demo", "--hall", str(hall), env={"PYHALL_STATE_DIR": str(state)})
+    assert result.returncode == 0, result.stderr
+    assert not (state / "audit.db").exists()
 
 
 def test_demo_shows_every_outcome(hall: Path) -> None:

@@ -257,3 +257,11 @@ def test_check_reports_a_tenant_credential_every_call_would_refuse(
     good = issue_credential(issuer, "demo-agent", ttl_seconds=600)
     ok = check(hall, PYHALL_REQUIRE_CREDENTIAL="true", PYHALL_TENANT_CREDENTIAL=good)
     assert ok.returncode == 0, ok.stderr
+
+
+def test_validate_reports_a_bad_signing_key_once(hall: Path) -> None:
+    key = hall / ".pyhall" / "keys" / "signing.key"
+    SigningKey.generate().save(key)
+    key.chmod(0o644)
+    about = [p for p in check_hall(hall) if p.file == str(key)]
+    assert len(about) == 1 and "readable by other users" in about[0].message

@@ -134,7 +134,11 @@ def _render(item: dict[str, Any]) -> str:
         *args,
     ]
     if "arguments" in item and item["arguments"] is None:
-        lines.append("  exact arguments: not stored (held before this version kept them)")
+        lines.append(
+            "  exact arguments: erased when the approval ended (only a call that waits keeps them)"
+            if item["status"] not in ("pending", "approved")
+            else "  exact arguments: not stored (held before this version kept them)"
+        )
     elif "arguments" in item:  # show --full: exactly what the call carries
         exact = json.dumps(item["arguments"], indent=2, sort_keys=True, ensure_ascii=True)
         lines.append("  exact arguments (--full):")

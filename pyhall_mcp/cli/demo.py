@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import shutil
 import sys
@@ -54,6 +55,9 @@ def run(args: argparse.Namespace) -> int:
 
     source = hall_dir(args)
     check_launch(source)  # errors name the user's files, not the temporary copy's
+    # The copy keeps its own state: the demo's receipts and approvals must not join the
+    # log a PYHALL_STATE_DIR names (this process and its gateways read it).
+    os.environ.pop("PYHALL_STATE_DIR", None)
     work = Path(tempfile.mkdtemp(prefix="pyhall-demo-"))
     try:
         copy_hall(source, work)

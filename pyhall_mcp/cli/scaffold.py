@@ -90,16 +90,22 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def _signable_namespace(hall: Path) -> str:
-    """The namespace a key the hall trusts for attestation may sign (the first, sorted), so
-    that a scaffolded worker can be signed as it is; ``org.example`` when there is none."""
-    from ..layout import HallLayout
-    from ..signing import Keyring
+    """A namespace the hall's own attestation key (``pyhall init`` makes it) may sign,
+    trusted and valid now, so that a scaffolded worker can be signed as it is;
+    ``org.example`` when there is none."""
+    from datetime import UTC, datetime
 
-    with contextlib.suppress(ConfigError):  # `pyhall validate` reports a bad keyring
-        ring = Keyring.load(HallLayout.for_hall(hall).trusted_keys)
-        names = sorted(n for key in ring if "attestation" in key.purposes for n in key.namespaces)
-        if names:
-            return names[0]
+    from ..layout import HallLayout
+    from ..signing import Keyring, SigningKey
+
+    layout = HallLayout.for_hall(hall)
+    with contextlib.suppress(ConfigError):  # `pyhall validate` reports a bad key or keyring
+        own = SigningKey.load(layout.state_dir / "keys" / "attestation.key").key_id
+        trusted = Keyring.load(layout.trusted_keys).get(own)
+        if trusted and "attestation" in trusted.purposes and trusted.valid_at(datetime.now(UTC)):
+            names = sorted(n for n in trusted.namespaces if is_worker_id(f"{n}.x"))
+            if names:
+                return names[0]
     return "org.example"
 
 

@@ -212,19 +212,14 @@ def _check_policies(layout: Any, settings: Any, registry: Any) -> list[Problem]:
 
 
 def _check_keys(layout: Any) -> list[Problem]:
-    from ..signing import Keyring, SigningKey
+    """The trusted keys (the hall's signing key is checked with its state, below)."""
+    from ..signing import Keyring
 
-    problems = []
     try:
         Keyring.load(layout.trusted_keys)
     except ConfigError as exc:
-        problems.append(Problem.of(exc))
-    if layout.signing_key.exists():
-        try:
-            SigningKey.load(layout.signing_key)
-        except ConfigError as exc:
-            problems.append(Problem.of(exc))
-    return problems
+        return [Problem.of(exc)]
+    return []
 
 
 def _check_state(layout: Any, settings: Any) -> list[Problem]:
