@@ -503,6 +503,11 @@ def test_a_held_call_tells_the_operator_a_command_that_finds_it(hall: Path, tmp_
         env={"PYHALL_STATE_DIR": str(state)},
     )  # fmt: skip
     assert held.returncode == 1 and held.stdout.startswith("HELD DENY_REQUIRES_HUMAN")
+    routed = pyhall(
+        "route", "--capability", "cap.fs.delete", "--request", '{"path": "scratch/x.txt"}',
+        "--hall", str(copy), env={"PYHALL_STATE_DIR": str(state)},
+    )  # fmt: skip
+    assert routed.stdout.startswith("HELD ") and "no approval is created" in routed.stdout
     line = next(x for x in held.stderr.splitlines() if "held for approval" in x)
     command = line.split("decide with `", 1)[1].rstrip("`")
     assert f"--hall {copy}" in command and f"--state-dir {state}" in command

@@ -6,6 +6,7 @@ import argparse
 import json
 from typing import Any
 
+from ..hall import META_GOVERNANCE
 from ._common import EXIT_NO, CommandFailed, add_hall_arg, add_json_arg, emit, hall_dir
 
 _LAUNCH = ("env", "tenant", "tenant_risk", "qos", "data_label", "deny_mode")
@@ -109,8 +110,10 @@ async def _call(args: argparse.Namespace, arguments: dict[str, Any], meta: dict[
             emit(args, payload, f"DRY RUN: {text}")  # the answer is yes; nothing ran
             return 0
         code = summary.get("deny_code")
-        # A held call: the gateway has told the operator (stderr) how to decide it.
-        verdict = "HELD" if summary.get("pending_approval_id") else "DENIED"
+        # A held call (a dry run's would be): the gateway told the operator how to decide it.
+        governance = (result.meta or {}).get(META_GOVERNANCE) or {}
+        held = (governance.get("deny_reason_if_denied") or {}).get("supervisor_required")
+        verdict = "HELD" if held else "DENIED"
         emit(args, payload, f"{verdict + ' ' + code if code else 'ERROR'}: {text}")
         return EXIT_NO
     emit(args, payload, json.dumps(result.structured_content, indent=2))

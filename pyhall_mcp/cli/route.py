@@ -84,8 +84,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _describe(d: dict[str, Any]) -> str:
+    reason = d["deny_reason_if_denied"] or {}
+    verdict = "HELD" if reason.get("supervisor_required") else "DENIED"
     head = (
-        f"DENIED {d['deny_reason_if_denied']['code']}: {d['deny_reason_if_denied']['message']}"
+        f"{verdict} {reason.get('code')}: {reason.get('message')}"
         if d["denied"]
         else f"ALLOWED -> {d['selected_worker_id'] or d['selected_worker_species_id']}"
     )
