@@ -242,3 +242,29 @@ def test_a_read_only_state_directory_can_be_audited_but_not_written(
     assert main(["audit", "verify", "--hall", str(layout.root)]) == 0
     refused = main(["approvals", "approve", "apr_" + "x" * 24, "--hall", str(layout.root)])
     assert refused == 3 and "is not writable" in capsys.readouterr().err
+
+
+def test_anchor_ships_the_latest_checkpoint_and_notices_a_rollback(hall, tmp_path: Path) -> None:
+    layout, _ = hall
+    kept = tmp_path / "elsewhere" / "anchor.jsonl"
+    first = pyhall("audit", "anchor", "--hall", str(layout.root), "--to", str(kept), "--json")
+    assert first.returncode == 0, first.stderr
+    assert json.loads(first.stdout) | {"to": None} == {
+        "ok": True,
+        "to": None,
+        "size": 30,
+        "appended": True,
+    }
+    again = pyhall("audit", "anchor", "--hall", str(layout.root), "--to", str(kept))
+    assert again.returncode == 0 and "already there" in again.stdout
+    assert len(kept.read_text().splitlines()) == 1
+
+    # Cut the log and its own checkpoints: the anchor refuses, and verify against it fails.
+    conn = sqlite3.connect(layout.audit_db, isolation_level=None)
+    conn.execute("DELETE FROM receipts WHERE seq > 10")
+    conn.close()
+    layout.checkpoints.write_text(layout.checkpoints.read_text().splitlines(keepends=True)[0])
+    cut = pyhall("audit", "anchor", "--hall", str(layout.root), "--to", str(kept))
+    assert cut.returncode == 1 and "cut, rolled back or rewritten" in cut.stderr
+    caught = pyhall("audit", "verify", "--hall", str(layout.root), "--checkpoints", str(kept))
+    assert caught.returncode == 1 and "receipt seq 11" in caught.stderr

@@ -23,8 +23,8 @@ from ..audit import (
     verify_log,
     verify_receipt,
 )
-from ..checkpoints import time_of_us
-from ..errors import IntegrityError
+from ..checkpoints import append_checkpoint, read_checkpoints, time_of_us
+from ..errors import IntegrityError, SigningError
 from ..layout import HallLayout
 from ..signing import Keyring
 from ._common import (
@@ -113,6 +113,19 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     export.add_argument("--out", metavar="FILE", help="write here instead of stdout")
     export.set_defaults(func=run_export)
+
+    anchor = sub.add_parser(
+        "anchor",
+        help="copy the latest signed checkpoint to a file kept outside the state directory",
+        description="Append the hall's latest signed checkpoint to FILE (somewhere whoever can "
+        "write the state directory cannot: another disk, host or account), when it is newer "
+        "than the last one there. Run it from cron; `pyhall audit verify --checkpoints FILE` "
+        "then catches a log cut or rolled back together with its own checkpoints. Exit 1 "
+        "when the hall's checkpoints are older than FILE's (they were cut or rolled back).",
+    )
+    _common_args(anchor)
+    anchor.add_argument("--to", metavar="FILE", required=True, help="the outside file")
+    anchor.set_defaults(func=run_anchor)
 
 
 def _common_args(parser: argparse.ArgumentParser) -> None:
@@ -347,4 +360,48 @@ def run_export(args: argparse.Namespace) -> int:
             {"exported": count, "out": str(out)},
             f"exported {count:,} receipts as DSSE envelopes to {out}",
         )
+    return 0
+
+
+# -- anchor -----------------------------------------------------------------------------
+
+
+def run_anchor(args: argparse.Namespace) -> int:
+    layout = hall_layout(args)
+    target = Path(args.to)
+    try:
+        ours, _ = read_checkpoints(layout.checkpoints)
+        kept, _ = read_checkpoints(target, kept=True)
+    except (OSError, ValueError) as exc:
+        raise CommandFailed(f"cannot read checkpoints: {exc}", EXIT_NO) from None
+    if not ours:
+        raise CommandFailed(
+            f"no checkpoint in {layout.checkpoints} yet: the gateway signs one every "
+            "checkpoint_every receipts or checkpoint_interval_s, and when it starts and stops",
+            EXIT_NO,
+        )
+    latest = max(ours, key=lambda c: c.size)
+    try:
+        latest.verify(Keyring.load(layout.receipt_keyring))
+    except SigningError as exc:
+        raise CommandFailed(
+            f"{layout.checkpoints}: checkpoint line {latest.line} does not verify: {exc.message}",
+            EXIT_NO,
+        ) from None
+    anchored = max((c.size for c in kept), default=-1)
+    data = {"ok": True, "to": str(target), "size": latest.size, "appended": False}
+    rewritten = any(c.size == latest.size and c.root != latest.root for c in kept)
+    if anchored > latest.size or rewritten:
+        raise CommandFailed(
+            f"{target} already holds a checkpoint of {anchored} receipts that the hall's latest "
+            f"(of {latest.size}) contradicts: its log was cut, rolled back or rewritten (run "
+            f"`pyhall audit verify --checkpoints {target}`)",
+            EXIT_NO,
+            details=data | {"ok": False, "anchored": anchored},
+        )
+    if anchored < latest.size:
+        append_checkpoint(target, latest.body)
+        data["appended"] = True
+    said = "appended" if data["appended"] else "already there"
+    emit(args, data, f"checkpoint of {latest.size:,} receipts {said}: {target}")
     return 0
