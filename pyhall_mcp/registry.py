@@ -827,21 +827,33 @@ def _names_in(document: Any) -> set[str]:
     return {name for name in names if isinstance(name, str)}
 
 
-#: Best-effort reading of a record that does not parse, in YAML or JSON form.
-_ID_IN_TEXT = re.compile(r"""(?:^|[{,])\s*["']?worker_id["']?\s*:\s*["']?([A-Za-z0-9_.-]+)""", re.M)
-_TOOL_NAME_IN_TEXT = (
-    # YAML, or JSON with one member a line: the first indented `name:` under `tool:`
-    re.compile(
-        r"""^\s*["']?tool["']?\s*:\s*\{?\s*$(?:\n^\s+.*$)*?\n^\s+["']?name["']?\s*:\s*"""
-        r"""["']?([A-Za-z0-9_.-]+)""",
-        re.M,
-    ),
-    # JSON on one line: `name` among the tool's scalar members
-    re.compile(
-        r'"tool"\s*:\s*\{\s*(?:"[^"]*"\s*:\s*(?:"[^"]*"|[^{}\[\],"]+)\s*,\s*)*'
-        r'"name"\s*:\s*"([A-Za-z0-9_.-]+)"'
-    ),
+#: Best-effort reading of a record that does not parse, in YAML or JSON form. Each
+#: pattern matches without nested repetition: the text may be hostile, and a regex that
+#: backtracks would stall the hall's load.
+_ID_IN_TEXT = re.compile(
+    r"""(?:^|[{,])[ \t]*["']?worker_id["']?[ \t]*:[ \t]*["']?([\w.-]+)""", re.M
 )
+_TOOL_LINE = re.compile(r"""[ \t]*["']?tool["']?[ \t]*:[ \t]*\{?[ \t]*""")
+_NAME_LINE = re.compile(r"""[ \t]+["']?name["']?[ \t]*:[ \t]*["']?([\w.-]+)""")
+#: JSON on one line: ``name`` among the tool's scalar members.
+_TOOL_NAME_INLINE = re.compile(
+    r'"tool"[ \t]*:[ \t]*\{(?:[ \t]*"[^"]*"[ \t]*:[ \t]*(?:"[^"]*"|[^{}\[\],"\s]+)[ \t]*,)*'
+    r'[ \t]*"name"[ \t]*:[ \t]*"([\w.-]+)"'
+)
+
+
+def _tool_name_in_lines(lines: list[str]) -> str | None:
+    """The first indented ``name:`` under the first ``tool:`` line, before the next
+    top-level key (one pass: the text may be hostile)."""
+    start = next((i for i, line in enumerate(lines) if _TOOL_LINE.fullmatch(line)), None)
+    if start is None:
+        return None
+    for follow in lines[start + 1 :]:
+        if follow and not follow[0].isspace():
+            return None
+        if found := _NAME_LINE.match(follow):
+            return found.group(1)
+    return None
 
 
 def _names_in_text(path: Path) -> set[str]:
@@ -852,8 +864,13 @@ def _names_in_text(path: Path) -> set[str]:
     except OSError:
         return set()
     text = (data or b"").decode("utf-8", "replace")
-    found = [_ID_IN_TEXT.search(text), *(p.search(text) for p in _TOOL_NAME_IN_TEXT)]
-    return {match.group(1) for match in found if match}
+    inline = _TOOL_NAME_INLINE.search(text)
+    names = {
+        found.group(1) if (found := _ID_IN_TEXT.search(text)) else None,
+        _tool_name_in_lines(text.splitlines()),
+        inline.group(1) if inline else None,
+    }
+    return {name for name in names if name}
 
 
 def _hash_file(path: Path) -> str | None:

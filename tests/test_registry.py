@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +95,27 @@ def test_quarantined_records_are_withdrawn_by_id_and_tool_name(tmp_path: Path) -
     }
     registry.quarantine(RegistryError("its runner cannot be built"), "org.acme.alpha")
     assert "org.acme.alpha" in registry.withdrawn and "alpha_tool" in registry.withdrawn
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "tool:\n" + "          x: [\n" * 60_000 + "bad: [",
+        "  tool:\n" * 120_000 + "bad: [",
+        '{"tool": {' + '"a": 1          , ' * 50_000 + "x",
+    ],
+)
+def test_a_hostile_record_that_does_not_parse_is_read_in_linear_time(
+    tmp_path: Path, text: str
+) -> None:
+    # Its names are read from the text with patterns that cannot backtrack: a record
+    # crafted against a regex would otherwise stall the hall's load (seen: > 60 s).
+    folder = tmp_path / "w"
+    folder.mkdir()
+    (folder / "worker.yaml").write_text(text)
+    script = f"from pyhall_mcp.registry import Registry; Registry.load({str(tmp_path)!r})"
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=30)
+    assert done.returncode == 0 and b"quarantined" in done.stderr
 
 
 def test_a_served_name_is_never_withdrawn(tmp_path: Path) -> None:
