@@ -282,7 +282,7 @@ def _tell_operator(outcome: CallOutcome, layout: HallLayout) -> None:
     approval_id = outcome.governance.get("pending_approval_id")
     if approval_id:
         where = f"--hall {shlex.quote(str(layout.root))}"
-        if layout.state_dir != layout.root / ".pyhall":
+        if layout.state_source in ("--state-dir", "PYHALL_STATE_DIR"):  # not the default
             where += f" --state-dir {shlex.quote(str(layout.state_dir))}"
         sys.stderr.write(
             f"pyhall-mcp: {outcome.tool} held for approval {approval_id}; decide with "
@@ -774,10 +774,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             sys.stderr.write(f"pyhall-mcp: note: {note}\n")
         configure_tracing()
     except PyhallError as exc:
-        text = exc.describe() if isinstance(exc, ConfigError) else str(exc)
-        sys.stderr.write(f"pyhall-mcp: refusing to start: {text}\n")
-        if args.check and args.json:
-            refused = exc.as_dict() if isinstance(exc, ConfigError) else {"message": text}
+        sys.stderr.write(f"pyhall-mcp: refusing to start: {exc}\n")  # a ConfigError's str
+        if args.check and args.json:  # names its file, location and fix
+            refused = exc.as_dict() if isinstance(exc, ConfigError) else {"message": str(exc)}
             sys.stdout.write(json.dumps({"ok": False, "refused": refused}) + "\n")
         return 3
     try:

@@ -159,6 +159,11 @@ class HallLayout:
         return self.state_dir / "keys" / "signing.key"
 
     @property
+    def attestation_key(self) -> Path:
+        """The private key ``pyhall init`` makes for signing this hall's worker packages."""
+        return self.state_dir / "keys" / "attestation.key"
+
+    @property
     def receipt_keyring(self) -> Path:
         """Public halves of every receipt-signing key the hall has used."""
         return self.state_dir / "keys" / "receipt-keys.yaml"

@@ -738,7 +738,6 @@ class YamlPolicyEngine:
         self._statements = tuple(sorted(statements, key=lambda s: s.order))
         #: What loads but looks wrong: statements naming unknown or quarantined workers.
         self.notices = tuple(notices)
-        self.warnings = [notice.describe() for notice in notices]
         self.version = digest(
             {
                 "engine": "pyhall-yaml/1",
@@ -756,6 +755,10 @@ class YamlPolicyEngine:
                     self._index[key].setdefault(target, []).append(stmt)
         self._default_reason = "default_deny: no policy statement matched"
         self._cache: dict[tuple[Any, ...], tuple[_Compiled, ...]] = {}
+
+    @property
+    def warnings(self) -> list[str]:
+        return [notice.describe() for notice in self.notices]
 
     # -- loading -------------------------------------------------------------
 

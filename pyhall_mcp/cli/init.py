@@ -86,7 +86,7 @@ def _init(args: argparse.Namespace, source: Path, target: Path) -> int:
     if trusted.exists():
         trusted.unlink()
     key = SigningKey.generate()
-    key_path = layout.state_dir / "keys" / "attestation.key"
+    key_path = layout.attestation_key
     key.save(key_path)
     registry = Registry.load(layout.workers_dir)
     namespaces = sorted({ns for r in registry.records if (ns := worker_namespace(r.worker_id))})

@@ -100,7 +100,7 @@ def _signable_namespace(hall: Path) -> str:
 
     layout = HallLayout.for_hall(hall)
     with contextlib.suppress(ConfigError):  # `pyhall validate` reports a bad key or keyring
-        own = SigningKey.load(layout.state_dir / "keys" / "attestation.key").key_id
+        own = SigningKey.load(layout.attestation_key).key_id
         trusted = Keyring.load(layout.trusted_keys).get(own)
         if trusted and "attestation" in trusted.purposes and trusted.valid_at(datetime.now(UTC)):
             names = sorted(n for n in trusted.namespaces if is_worker_id(f"{n}.x"))
